@@ -1,0 +1,49 @@
+"""Decoder D(z, CG features): residue network -> bond angle and torsion of every slot -> NeRF coordinates.
+
+Bond lengths come from the Engh & Huber table (``LayoutTensors.bond_lengths``); theta is a bounded offset around
+a typical value per residue type and slot (measured on the training data); tau is a unit (cos, sin) vector.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latcpb.geometry import residue_constants as rc
+from latcpb.geometry.internal_coords import internal_to_cartesian
+from latcpb.model.encoders import LocalTransformer, mlp
+
+S = rc.ATOMS_PER_RESIDUE
+
+
+class Decoder(nn.Module):
+    """z [R, D] + h_cg [R, width] -> internal coordinates [R, 15] (cos/sin theta, cos/sin tau)."""
+
+    def __init__(self, latent_dim, width=128, layers=2, heads=4, theta_range=0.35):
+        super().__init__()
+        self.theta_range = theta_range
+        self.register_buffer("theta0", torch.full((rc.N_RESTYPES, S), 2 * math.pi / 3))  # [20, 15] rad
+        self.inp = nn.Linear(latent_dim, width)
+        self.mix = mlp(2 * width, width, width)
+        self.transformer = LocalTransformer(width, layers, heads)
+        self.head = mlp(width, 2 * width, 3 * S)
+
+    def forward(self, z, h_cg, ctx):
+        """Returns (cos_theta, sin_theta, cos_tau, sin_tau, theta) each [R, 15]."""
+        h = h_cg + self.mix(torch.cat([self.inp(z), h_cg], -1))
+        p = ctx.packing
+        h = p.unpad(self.transformer(p.pad(h), ctx.within))
+        out = self.head(h).view(-1, S, 3)
+        theta = self.theta0[ctx.lt.restype] + self.theta_range * torch.tanh(out[..., 0])
+        tau = F.normalize(out[..., 1:3] + torch.tensor([1e-4, 0.0], device=z.device, dtype=z.dtype), dim=-1)
+        return torch.cos(theta), torch.sin(theta), tau[..., 0], tau[..., 1], theta
+
+
+def build_coordinates(ca, lt, internals):
+    """NeRF on a packed system (F = 1): ca [R, 3] Å, internals from ``Decoder`` -> xyz [R, 15, 3] Å."""
+    cos_t, sin_t, cos_tau, sin_tau, _ = internals
+    xyz = internal_to_cartesian(ca[None], lt, lt.bond_lengths.to(ca.dtype), cos_t[None], sin_t[None],
+                                cos_tau[None], sin_tau[None])
+    return xyz[0]
