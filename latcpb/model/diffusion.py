@@ -38,7 +38,7 @@ class Denoiser(nn.Module):
         self.out = mlp(width, width, latent_dim)
 
     def forward(self, z_t, t, h_cg, ctx):
-        temb = self.time(timestep_embedding(t, self.width))
+        temb = self.time(timestep_embedding(t, self.width).to(z_t.dtype))
         h = self.inp(torch.cat([z_t, h_cg, temb], -1))
         p = ctx.packing
         return self.out(p.unpad(self.transformer(p.pad(h), ctx.within)))
@@ -68,13 +68,15 @@ class LatentDiffusion(nn.Module):
         m = mask.to(err.dtype)
         return (err * m).sum() / m.sum().clamp(min=1)
 
-    def _noise(self, shape, generator, device):
-        return torch.randn(shape, generator=generator, device=device)
+    def _noise(self, shape, generator, like):
+        """Standard normal noise drawn on the generator's device (reproducible for a given seed), as ``like``."""
+        where = generator.device if generator is not None else like.device
+        return torch.randn(shape, generator=generator, device=where).to(like.device, like.dtype)
 
     def sample_ddpm(self, h_cg, ctx, latent_dim, temperature=1.0, generator=None):
         """Ancestral sampling, Eq. 8, all T steps; rho_t = temperature * sqrt(posterior variance). -> z0 [R, D]."""
         n, dev = h_cg.shape[0], h_cg.device
-        z = temperature * self._noise((n, latent_dim), generator, dev)
+        z = temperature * self._noise((n, latent_dim), generator, h_cg)
         for step in reversed(range(self.steps)):
             t = torch.full((n,), step, device=dev, dtype=torch.long)
             beta, ab = self.betas[step], self.alpha_bar[step]
@@ -83,7 +85,7 @@ class LatentDiffusion(nn.Module):
             z = (z - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
             if step > 0:
                 var = beta * (1 - ab_prev) / (1 - ab)
-                z = z + temperature * var.sqrt() * self._noise(z.shape, generator, dev)
+                z = z + temperature * var.sqrt() * self._noise(z.shape, generator, h_cg)
         return z * self.latent_scale
 
     def sample_ddim(self, h_cg, ctx, latent_dim, steps=10, temperature=1.0, eta=0.0, generator=None):
@@ -93,7 +95,7 @@ class LatentDiffusion(nn.Module):
         """
         n, dev = h_cg.shape[0], h_cg.device
         times = torch.linspace(self.steps - 1, 0, steps, device=dev).round().long().tolist()
-        z = temperature * self._noise((n, latent_dim), generator, dev)
+        z = temperature * self._noise((n, latent_dim), generator, h_cg)
         for k, step in enumerate(times):
             t = torch.full((n,), step, device=dev, dtype=torch.long)
             ab = self.alpha_bar[step]
@@ -106,5 +108,5 @@ class LatentDiffusion(nn.Module):
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
             z = ab_prev.sqrt() * z0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0:
-                z = z + temperature * sigma * self._noise(z.shape, generator, dev)
+                z = z + temperature * sigma * self._noise(z.shape, generator, h_cg)
         return z * self.latent_scale

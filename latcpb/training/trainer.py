@@ -201,7 +201,7 @@ class Trainer:
                 done_this_run += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.3f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                 if steps[stage] % tc["log_every"] == 0 or steps[stage] == 1:
                     self._log({"stage": stage, "step": steps[stage], "lr": opt.param_groups[0]["lr"],
                                "grad_norm": float(grad_norm), "time_s": round(time.time() - t_start, 1),

@@ -1,0 +1,79 @@
+"""The trained LatCPB model behind the ``Generator`` interface used by the Backmapper."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latcpb.geometry import residue_constants as rc
+from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
+from latcpb.model.cg_features import chain_ends
+
+
+def layout_of(lt: LayoutTensors) -> ResidueLayout:
+    """The ``ResidueLayout`` a ``LayoutTensors`` was built from (restype, chains from the anchors, OXT flags)."""
+    first, _ = chain_ends(lt)
+    chain = (torch.cumsum(first.long(), 0) - 1).cpu().numpy()
+    return ResidueLayout.from_chains(lt.restype.cpu().numpy(), chain, lt.atom_mask[:, rc.OXT_SLOT].cpu().numpy())
+
+
+def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
+    """``copies`` independent copies of a layout side by side (chains never joined)."""
+    span = int(layout.chain_index.max()) + 1 if len(layout) else 0
+    chain = np.concatenate([layout.chain_index + k * span for k in range(copies)])
+    return ResidueLayout.from_chains(np.tile(layout.restype, copies), chain, np.tile(layout.has_oxt, copies))
+
+
+class LatentDiffusionGenerator:
+    """CG -> all-atom with the latent diffusion model.
+
+    Single samples are mode-seeking by default (deterministic DDIM from z_T = temperature * noise, temperature 0);
+    several samples per frame use ``sample_temperature`` (1.0: the learned distribution).
+    """
+
+    name = "latcpb"
+
+    def __init__(self, model, config, device=None, max_residues=8192):
+        self.device = torch.device(device or "cpu")
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.inference = config["inference"]
+        self.max_residues = max_residues
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None):
+        """Load a checkpoint written by ``latcpb-train`` (or the shipped weights); bad files raise LatcpbInputError."""
+        from latcpb.training.checkpoint import model_from_checkpoint
+
+        model, state = model_from_checkpoint(str(path), map_location="cpu")
+        return cls(model, state["config"], device)
+
+    def generate(self, ca, lt, samples=1, rng=None, steps=None, temperature=None, eta=None):
+        """ca [B, N, 3] Å tensor; lt: LayoutTensors of the N residues -> [B * samples, N, 15, 3] Å, frame-major
+        (frame 0 sample 0, frame 0 sample 1, ...). ``rng``: torch.Generator (same seed -> same output)."""
+        if temperature is None:
+            temperature = self.inference["temperature"] if samples == 1 else self.inference["sample_temperature"]
+        steps = int(steps or self.inference["steps"])
+        eta = self.inference["eta"] if eta is None else eta
+        b, n, _ = ca.shape
+        out_dtype = ca.dtype if torch.is_floating_point(ca) else torch.float32
+        layout = layout_of(lt)
+        per_chunk = max(1, self.max_residues // max(1, n))
+        xyz_all = ca.to(self.device, torch.float32).repeat_interleave(samples, dim=0)  # [B*samples, N, 3]
+        total = xyz_all.shape[0]
+        outputs = []
+        tiled_cache = {}
+        with torch.inference_mode():
+            for s in range(0, total, per_chunk):
+                part = xyz_all[s:s + per_chunk]
+                f = part.shape[0]
+                if f not in tiled_cache:
+                    tiled_cache[f] = LayoutTensors(tile_layout(layout, f), self.device)
+                segment = torch.arange(f, device=self.device).repeat_interleave(n)
+                xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode="ddim",
+                                                    steps=steps, temperature=float(temperature), eta=float(eta),
+                                                    generator=rng)
+                outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
+        out = torch.cat(outputs).to(out_dtype)
+        # the CA trace is kept exactly
+        out[:, :, 1] = ca.to(out.device, out_dtype).repeat_interleave(samples, dim=0)
+        return out.to(ca.device)
