@@ -2,7 +2,8 @@
 
 An entry is ``NAME.pdb`` (+ ``NAME.xtc``) listed in ``INDEX.tsv``. Frames are subsampled evenly (at most
 ``max_frames`` per entry) so that long trajectories do not dominate. The cache (``torch.save``) holds per entry:
-restype [N] int64, chain_index [N] int64, has_oxt [N] bool, present [N, 15] bool, coords [F, N, 15, 3] float32 Å.
+restype [N] int64, chain_index [N] int64, has_oxt [N] bool, present [N, 15] bool, coords [F, N, 15, 3] float32 Å,
+good [F, N] bool (residue bond geometry sane; damaged residues are not scored, damaged frames dropped).
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
 
 CROP_CONTEXT = 2  # residues next to an artificial crop end whose CG context was cut (loss masked)
+BOND_TOLERANCE = 0.35  # Å: a reference bond further than this from Engh & Huber marks the residue as damaged
+MAX_BAD_RESIDUES = 0.05  # frames with more damaged residues than this share are dropped
+CACHE_VERSION = 2
 
 
 def read_index(folder):
@@ -46,14 +50,45 @@ def load_entry(folder, name, max_frames=20):
     n_frames = len(u.trajectory)
     frames = np.unique(np.linspace(0, n_frames - 1, min(max_frames, n_frames)).round().astype(int))
     coords = np.stack([mapping.slots(u.trajectory[int(f)].positions.astype(np.float32)) for f in frames])
+    present = mapping.present & layout.atom_mask
+    good = residue_quality(coords, present, layout)
+    keep = good.mean(-1) >= 1.0 - MAX_BAD_RESIDUES
+    if not keep.any():
+        raise LatcpbInputError(f"{pdb}: no frame with sane bond geometry")
     return {
         "name": name,
         "restype": layout.restype.astype(np.int64),
         "chain_index": layout.chain_index.astype(np.int64),
         "has_oxt": layout.has_oxt.astype(bool),
-        "present": mapping.present & layout.atom_mask,
-        "coords": coords.astype(np.float32),
+        "present": present,
+        "coords": coords[keep].astype(np.float32),
+        "good": good[keep],
     }
+
+
+def residue_quality(coords, present, layout, tolerance=BOND_TOLERANCE):
+    """[F, N] bool: residues whose bonds (to the bonded parent, and the peptide bond to the next residue) are within
+    ``tolerance`` Å of Engh & Huber. Catches damaged models (e.g. flattened or missing coordinates)."""
+    from latcpb.geometry.internal_coords import cartesian_to_internal
+
+    lt = LayoutTensors(layout)
+    x = torch.from_numpy(np.asarray(coords, dtype=np.float64))
+    p = torch.from_numpy(present)
+    d, _, _ = cartesian_to_internal(x, lt)
+    parents_ok = torch.gather(p[:, None, :].expand(-1, rc.ATOMS_PER_RESIDUE, -1), 2, lt.parents[..., 2:3])[..., 0]
+    parents_ok[:, [0, 2]] = True  # N and C: bonded to CA
+    check = p & parents_ok
+    check[:, 1] = False
+    bad = (((d - lt.bond_lengths).abs() > tolerance) & check).any(-1)
+    n = len(layout)
+    idx = torch.arange(n)
+    last = torch.from_numpy(np.asarray(layout.c_ref_a)) == idx - 1
+    nxt = (idx + 1).clamp(max=n - 1)
+    pep = (x[:, :, 2] - x[:, nxt, 0]).norm(dim=-1)
+    pep_bad = ((pep - 1.33).abs() > 0.5) & ~last & p[:, 2] & p[nxt, 0]
+    bad = bad | pep_bad
+    bad[:, 1:] |= pep_bad[:, :-1]
+    return (~bad).numpy()
 
 
 def build_cache(folder, path, max_frames=20, progress=True):
@@ -74,7 +109,7 @@ def build_cache(folder, path, max_frames=20, progress=True):
         entries.append({k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    torch.save({"folder": os.path.abspath(folder), "max_frames": max_frames, "entries": entries,
+    torch.save({"folder": os.path.abspath(folder), "max_frames": max_frames, "version": CACHE_VERSION, "entries": entries,
                 "skipped": skipped}, tmp)
     os.replace(tmp, path)
     return entries
@@ -87,7 +122,8 @@ def load_cache(folder, path, max_frames=20):
             data = torch.load(path, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable cache is an input error naming the file
             raise LatcpbInputError(f"{path}: unreadable data cache ({type(exc).__name__}); delete it to rebuild")
-        if data.get("folder") == os.path.abspath(folder) and data.get("max_frames") == max_frames:
+        if (data.get("folder") == os.path.abspath(folder) and data.get("max_frames") == max_frames
+                and data.get("version") == CACHE_VERSION):
             return data["entries"]
     return build_cache(folder, path, max_frames)
 
@@ -132,6 +168,7 @@ def crop_entry(entry, frame, start, length):
     present = np.asarray(entry["present"][sl])
     restype = np.asarray(entry["restype"][sl])
     has_oxt = np.asarray(entry["has_oxt"][sl])
+    good = np.asarray(entry["good"][frame, sl]) if "good" in entry else np.ones(stop - start, dtype=bool)
     full_chain = np.asarray(entry["chain_index"])
     idx = np.arange(start, stop)
     # real chain boundaries of the full entry
@@ -140,7 +177,7 @@ def crop_entry(entry, frame, start, length):
     real_first &= (idx == 0) | (full_chain[np.maximum(idx - 1, 0)] != full_chain[idx])
     real_last &= (idx == n - 1) | (full_chain[np.minimum(idx + 1, n - 1)] != full_chain[idx])
     # distance (in residues) to an artificial cut: a crop end that is not a real chain end
-    loss_mask = np.ones(len(idx), dtype=bool)
+    loss_mask = good.copy()
     same_chain_as_start = chain == chain[0]
     if start > 0 and not real_first[0]:
         pos = np.arange(len(idx))
