@@ -85,6 +85,13 @@ class LayoutTensors:
         self.n_ref_b = as_long(layout.n_ref_b)
         self.c_ref_a = as_long(layout.c_ref_a)
         self.virtual_a = self.n_ref_a < 0
+        # per build level: flat target slots [M] and their flat parent slots [M, 3] in [N * S]
+        n, s = self.level.shape
+        base = torch.arange(n, device=device)[:, None] * s
+        flat_parents = (self.parents + base[..., None]).reshape(-1, 3)
+        flat_level = self.level.reshape(-1)
+        self.level_targets = [torch.nonzero(flat_level == k).flatten() for k in range(rc.N_BUILD_LEVELS)]
+        self.level_parents = [flat_parents[t] for t in self.level_targets]
 
 
 def _anchor_points(ca, lt: LayoutTensors):
@@ -137,13 +144,16 @@ def internal_to_cartesian(ca, lt: LayoutTensors, bond, cos_theta, sin_theta, cos
                         cos_tau[..., C_SLOT], sin_tau[..., C_SLOT])
     rest = ca[..., None, :].expand(*ca.shape[:-1], rc.ATOMS_PER_RESIDUE - 3, 3)
     xyz = torch.cat([n_atom[..., None, :], ca[..., None, :], c_atom[..., None, :], rest], dim=-2)
-    for level in range(rc.N_BUILD_LEVELS):
-        a = _gather_slots(xyz, lt.parents[..., 0])
-        b = _gather_slots(xyz, lt.parents[..., 1])
-        c = _gather_slots(xyz, lt.parents[..., 2])
-        placed = place_atom(a, b, c, bond, cos_theta, sin_theta, cos_tau, sin_tau)
-        xyz = torch.where((lt.level == level)[..., None], placed, xyz)
-    return xyz
+    lead = xyz.shape[:-3]
+    n_slots = xyz.shape[-3] * rc.ATOMS_PER_RESIDUE
+    flat = xyz.reshape(*lead, n_slots, 3)
+    values = [v.expand(*lead, *v.shape[-2:]).reshape(*lead, n_slots)
+              for v in (bond, cos_theta, sin_theta, cos_tau, sin_tau)]
+    for targets, parents in zip(lt.level_targets, lt.level_parents):
+        a, b, c = (flat[..., parents[:, k], :] for k in range(3))
+        placed = place_atom(a, b, c, *(v[..., targets] for v in values))
+        flat = flat.index_copy(flat.dim() - 2, targets, placed)
+    return flat.reshape(xyz.shape)
 
 
 def internal_to_cartesian_angles(ca, lt: LayoutTensors, bond, theta, tau):

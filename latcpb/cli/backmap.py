@@ -1,0 +1,97 @@
+"""``latcpb-backmap``: backmap a CG structure or trajectory to all-atom, optionally relaxed with OpenMM."""
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+from latcpb.backmapper import Backmapper
+from latcpb.cli.common import run_reporting_errors
+from latcpb.errors import LatcpbInputError
+from latcpb.io.reader import load_universe
+from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topology_path_for, write_structure
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("cg_input", metavar="CG_TRAJ_OR_STRUCTURE")
+@click.option("--top", "topology", help="CG topology (PDB, GRO, PSF, TPR ...) when CG_TRAJ is a trajectory.")
+@click.option("-o", "--output", required=True, help="Output file; its extension picks the format "
+              "(xtc, dcd, trr, pdb, nc, xyz, gro). Trajectories get the topology beside them (aa.xtc -> aa.pdb).")
+@click.option("--select", default="name CA", show_default=True, help="MDAnalysis selection of the CG beads.")
+@click.option("--model", default=None, help="'latcpb' (shipped, default when present), 'geometric' or a checkpoint.")
+@click.option("--samples", default=1, show_default=True, type=int, help="All-atom samples per CG frame.")
+@click.option("--steps", default=None, type=int, help="Sampler steps (model default when omitted).")
+@click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
+@click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Frames per batch.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--start", default=None, type=int, help="First frame (0-based).")
+@click.option("--stop", default=None, type=int, help="Stop before this frame.")
+@click.option("--step", default=None, type=int, help="Frame stride.")
+@click.option("--relax", is_flag=True, help="Minimise every frame with OpenMM (CA restrained); writes a report.")
+@click.option("--hydrogens", is_flag=True, help="With --relax: keep the hydrogens OpenMM added in the output.")
+@click.option("--forcefield", default="amber14", show_default=True, help="With --relax: force field.")
+@click.option("--solvent", default="vacuum", show_default=True, help="With --relax: vacuum, obc or gbn2.")
+@click.option("--platform", default=None, help="With --relax: OpenMM platform (CPU, CUDA, OpenCL).")
+@click.option("--report", default=None, help="With --relax: report path (.json or .csv; default OUTPUT.relax.json).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, batch_size, device, start,
+         stop, step, relax, hydrogens, forcefield, solvent, platform, report, quiet, debug):
+    """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT."""
+
+    def body():
+        if hydrogens and not relax:
+            raise LatcpbInputError("--hydrogens needs --relax (hydrogens are added by OpenMM)")
+        check_output_path(output)
+        top_path = topology_path_for(output)
+        if top_path:
+            check_output_path(top_path)
+        relax_module = _relax_module() if relax else None
+        universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
+        backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
+                                steps=steps, temperature=temperature)
+        writer = None
+        reports = []
+        try:
+            for plan, _, positions in backmapper.iter_backmap(universe, select, start, stop, step, source=cg_input,
+                                                              progress=not quiet):
+                batch = plan.universe(positions)
+                if relax_module is not None:
+                    batch, batch_reports = relax_module.relax_universe(
+                        batch, forcefield=forcefield, solvent=solvent, hydrogens=hydrogens, platform=platform,
+                        progress=False)
+                    reports.extend(batch_reports)
+                if writer is None:
+                    writer = AtomicWriter(output, len(batch.atoms))
+                    if top_path:
+                        batch.trajectory[0]
+                        write_structure(top_path, batch.atoms)
+                for _ in batch.trajectory:
+                    writer.write(batch.atoms)
+            writer.close()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if relax_module is not None:
+            relax_module.write_report(reports, report or output + ".relax.json")
+        if not quiet:
+            extra = f" and {top_path}" if top_path else ""
+            click.echo(f"wrote {writer.n_frames} frames of {len(batch.atoms)} atoms to {output}{extra}"
+                       f" (model: {backmapper.model_name})", err=True)
+
+    run_reporting_errors("latcpb-backmap", debug, body)
+
+
+def _relax_module():
+    """The OpenMM stage, imported only when --relax asks for it (latcpb itself never imports OpenMM)."""
+    try:
+        return importlib.import_module("latcpb_openmm")
+    except ImportError as err:
+        raise LatcpbInputError(f"--relax needs OpenMM: pip install 'latcpb[openmm]' ({err})") from err
+
+
+if __name__ == "__main__":
+    main()
