@@ -14,7 +14,7 @@ import torch
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry.internal_coords import LayoutTensors
 
-SHIPPED_WEIGHTS = "latcpb.pt"
+SHIPPED_WEIGHTS = str(resources.files("latcpb").joinpath("weights", "latcpb.pt"))  # trained weights in the package
 
 
 class Generator(Protocol):
@@ -27,8 +27,7 @@ class Generator(Protocol):
 
 def shipped_weights_path() -> str | None:
     """Path of the trained weights shipped inside the package, or None where the package holds none."""
-    path = resources.files("latcpb").joinpath("weights", SHIPPED_WEIGHTS)
-    return str(path) if path.is_file() else None
+    return SHIPPED_WEIGHTS if os.path.isfile(SHIPPED_WEIGHTS) else None
 
 
 def load_generator(model: str | None = None, device: torch.device | str = "cpu") -> Generator:
