@@ -13,13 +13,55 @@ from importlib import resources
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from latcpb.geometry import residue_constants as rc
-from latcpb.geometry.internal_coords import LayoutTensors, internal_to_cartesian_angles
-from latcpb.geometry.nerf import dihedral
+from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal, internal_to_cartesian_angles
+from latcpb.geometry.nerf import bond_angle, dihedral
 
 FIXED, CHI, OFFSET, PSI = 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
+ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6) for the backbone table
+N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
+
+
+def ca_trace_descriptors(ca, chain_index):
+    """Local CA-trace shape of every residue i, used to look up its backbone N and C.
+
+    ca [..., N, 3] Å; chain_index [N] (torch long). Returns the virtual angle at i, the virtual dihedrals
+    (i-2, i-1, i, i+1) for N_i and (i-1, i, i+1, i+2) for C_i, all [..., N] rad, and ``ok`` [N] bool where
+    residues i-2 ... i+2 all lie in i's chain.
+    """
+    n = ca.shape[-2]
+    idx = torch.arange(n, device=ca.device)
+    shifted = {k: (idx + k).clamp(0, n - 1) for k in (-2, -1, 1, 2)}
+    ok = torch.ones(n, dtype=torch.bool, device=ca.device)
+    for k, j in shifted.items():
+        ok &= (idx + k >= 0) & (idx + k < n) & (chain_index[j] == chain_index)
+    p = {k: ca[..., j, :] for k, j in shifted.items()}
+    angle = bond_angle(p[-1], ca, p[1])
+    dihedral_n = dihedral(p[-2], p[-1], ca, p[1])
+    dihedral_c = dihedral(p[-1], ca, p[1], p[2])
+    return angle, dihedral_n, dihedral_c, ok
+
+
+def peptide_frames(ca_i, ca_next, n_next):
+    """Orthonormal frame of the peptide between CA_i and CA_i+1: x along CA-CA, y towards N_i+1 ([..., 3] each).
+
+    Returns (x, y, z, origin = CA_i).
+    """
+    x = F.normalize(ca_next - ca_i, dim=-1)
+    v = n_next - ca_i
+    y = F.normalize(v - (v * x).sum(-1, keepdim=True) * x, dim=-1)
+    return x, y, torch.cross(x, y, dim=-1), ca_i
+
+
+def backbone_bins(angle, dihedral_value):
+    """Bin indices (angle bin, dihedral bin) of ``ca_trace_descriptors`` values (torch, rad)."""
+    edges = torch.tensor(ANGLE_EDGES_DEG, dtype=angle.dtype, device=angle.device)
+    a_bin = torch.bucketize(torch.rad2deg(angle).contiguous(), edges)
+    d_bin = ((dihedral_value + math.pi) / (2 * math.pi) * N_DIHEDRAL_BINS).long().clamp(0, N_DIHEDRAL_BINS - 1)
+    return a_bin, d_bin
 
 
 def load_ideal_geometry():
@@ -57,7 +99,15 @@ def _tables(ideal):
                 sibling[r, k] = names.index(torsion.split(":", 1)[1])
             else:
                 kind[r, k], value[r, k] = FIXED, math.radians(spec["tau_deg"])
-    return theta, kind, value, sibling, anchors
+    binned = np.full((len(ANGLE_EDGES_DEG) + 1, N_DIHEDRAL_BINS, 2, 2), np.nan)
+    for a, row in enumerate(ideal.get("backbone_bins", {}).get("table", [])):
+        for d, cell in enumerate(row):
+            for k, atom in enumerate(("N", "C")):
+                if cell.get(atom) is not None:
+                    binned[a, d, k] = np.radians(cell[atom])
+    unit = ideal["trans_peptide"]
+    peptide = np.array(unit["C"] + unit["N"])
+    return theta, kind, value, sibling, anchors, binned, peptide
 
 
 class GeometricGenerator:
@@ -68,7 +118,7 @@ class GeometricGenerator:
     def __init__(self, device="cpu", ideal=None):
         self.device = torch.device(device)
         arrays = _tables(ideal or load_ideal_geometry())
-        self._theta, self._kind, self._value, self._sibling, self._anchors = (
+        self._theta, self._kind, self._value, self._sibling, self._anchors, self._binned, self._peptide = (
             torch.as_tensor(a, device=self.device) for a in arrays)
 
     def generate(self, ca, lt: LayoutTensors, samples=1, rng=None, **options):
@@ -85,9 +135,36 @@ class GeometricGenerator:
         tau = torch.where(kind == OFFSET, 0.0, value)
         tau[:, 0], tau[:, 2] = anchors[:, 0, 1], anchors[:, 1, 1]
         tau = tau.expand(*ca.shape[:-2], n, rc.ATOMS_PER_RESIDUE).clone()  # [B, N, 15]
-        theta = theta.expand_as(tau)
+        theta = theta.expand_as(tau).clone()
+        # interior residues: N and C from the table binned by the local CA-trace shape
+        angle, dihedral_n, dihedral_c, ok = ca_trace_descriptors(ca, lt.chain_index)
+        for k, (slot, dih) in enumerate(((0, dihedral_n), (2, dihedral_c))):
+            a_bin, d_bin = backbone_bins(angle, dih)
+            cell = self._binned[a_bin, d_bin, k].to(dtype)               # [B, N, 2]
+            use = ok & torch.isfinite(cell[..., 0])
+            theta[..., slot] = torch.where(use, cell[..., 0], theta[..., slot])
+            tau[..., slot] = torch.where(use, cell[..., 1], tau[..., slot])
         bond = lt.bond_lengths.to(dtype)
-        # O follows psi, which needs N of the next residue: place the backbone once, then O and its sibling OXT
+        xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
+        # every peptide (i, i+1) as an ideal trans unit, turned about CA_i-CA_i+1 to where N_i+1 was placed
+        has_next = torch.zeros(n, dtype=torch.bool, device=ca.device)
+        has_next[:-1] = lt.chain_index[1:] == lt.chain_index[:-1]
+        nxt = torch.nonzero(has_next).flatten()
+        if len(nxt):
+            # the unit's +y side: towards N_i+1 and away from C_i of the first placement (both near the axis)
+            toward = ca[..., nxt, :] + (xyz[..., nxt + 1, 0, :] - xyz[..., nxt, 2, :])
+            x, y, z, origin = peptide_frames(ca[..., nxt, :], ca[..., nxt + 1, :], toward)
+            unit = self._peptide.to(dtype)
+            c_atom = origin + unit[0] * x + unit[1] * y + unit[2] * z
+            n_atom = origin + unit[3] * x + unit[4] * y
+            placed = xyz.clone()
+            placed[..., nxt, 2, :] = c_atom
+            placed[..., nxt + 1, 0, :] = n_atom
+            _, new_theta, new_tau = cartesian_to_internal(placed, lt)
+            for slot, rows in ((2, nxt), (0, nxt + 1)):
+                theta[..., rows, slot] = new_theta[..., rows, slot]
+                tau[..., rows, slot] = new_tau[..., rows, slot]
+        # O follows psi, which needs N of the next residue: place the backbone, then O and its sibling OXT
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
         n_next = torch.cat([xyz[..., 1:, 0, :], xyz[..., -1:, 0, :]], dim=-2)
         psi = dihedral(xyz[..., 0, :], xyz[..., 1, :], xyz[..., 2, :], n_next)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -23,6 +24,8 @@ from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal
 from latcpb.geometry.nerf import dihedral
+from latcpb.model.geometric import (ANGLE_EDGES_DEG, N_DIHEDRAL_BINS, backbone_bins, ca_trace_descriptors,
+                                   peptide_frames)
 
 # chis with three staggered wells (sp3-sp3); the others (next to a planar group) are binned every 30 degrees
 SP3_CHIS = {"ARG": (0, 1, 2, 3), "LYS": (0, 1, 2, 3), "MET": (0, 1, 2), "GLN": (0, 1), "GLU": (0, 1),
@@ -65,6 +68,8 @@ def collect(paths, frames_per_entry):
     tau = defaultdict(list)
     offsets = defaultdict(list)
     chis = defaultdict(list)
+    backbone = []  # rows (atom 0=N/1=C, angle bin, dihedral bin, theta, tau)
+    peptides = []  # local (C_i x, y, z, N_i+1 x, y) of trans peptides in their CA-CA frame
     psi_offset = []
     for pdb in paths:
         xtc = pdb[:-4] + ".xtc"
@@ -91,6 +96,24 @@ def collect(paths, frames_per_entry):
         valid &= present[:, [0, 1, 2]].all(-1, keepdims=True)
         n_next = np.concatenate([xyz[:, 1:, 0], xyz[:, -1:, 0]], axis=1)
         psi = dihedral(*(torch.as_tensor(a) for a in (xyz[:, :, 0], xyz[:, :, 1], xyz[:, :, 2], n_next))).numpy()
+        angle, dih_n, dih_c, ok = ca_trace_descriptors(torch.as_tensor(xyz[:, :, 1]), lt.chain_index)
+        for k, (slot, dih) in enumerate(((0, dih_n), (2, dih_c))):
+            a_bin, d_bin = (b.numpy() for b in backbone_bins(angle, dih))
+            use = (ok.numpy() & valid[:, slot])[None].repeat(len(frames), 0)
+            backbone.append(np.stack([np.full(use.sum(), k), a_bin[use], d_bin[use], th[:, :, slot][use],
+                                      ta[:, :, slot][use]], axis=-1))
+        nxt = np.nonzero(~last & present[:, :3].all(-1) & np.r_[present[1:, :2].all(-1), False])[0]
+        if len(nxt):
+            x, y, z, ca = peptide_frames(torch.as_tensor(xyz[:, nxt, 1]), torch.as_tensor(xyz[:, nxt + 1, 1]),
+                                         torch.as_tensor(xyz[:, nxt + 1, 0]))
+            c_rel = torch.as_tensor(xyz[:, nxt, 2]) - ca
+            n_rel = torch.as_tensor(xyz[:, nxt + 1, 0]) - ca
+            omega = dihedral(*(torch.as_tensor(v) for v in (xyz[:, nxt, 1], xyz[:, nxt, 2], xyz[:, nxt + 1, 0],
+                                                               xyz[:, nxt + 1, 1])))
+            trans = (omega.abs() > math.radians(150)).numpy()
+            local = torch.stack([(c_rel * x).sum(-1), (c_rel * y).sum(-1), (c_rel * z).sum(-1),
+                                 (n_rel * x).sum(-1), (n_rel * y).sum(-1)], dim=-1).numpy()
+            peptides.append(local[trans])
         for i, r in enumerate(layout.restype):
             name = rc.RESTYPES[r]
             for s in np.nonzero(valid[i])[0]:
@@ -107,7 +130,8 @@ def collect(paths, frames_per_entry):
                 chis[name].extend(ta[:, i, chi_slots])
             if not last[i] and valid[i, 3] and present[i + 1, 0]:
                 psi_offset.extend(ta[:, i, 3] - psi[:, i])
-    return theta, tau, offsets, chis, np.asarray(psi_offset)
+    return (theta, tau, offsets, chis, np.asarray(psi_offset), np.concatenate(backbone),
+            np.concatenate(peptides))
 
 
 def _mode_rotamer(name, chis):
@@ -131,9 +155,29 @@ def _mode_rotamer(name, chis):
     return centre, float(len(members) / len(chis))
 
 
-def fit(theta, tau, offsets, chis, psi_offset):
+def fit_backbone_bins(rows, min_count=10):
+    """Table [angle bin][dihedral bin] -> {"N": [theta, tau] deg or None, "C": ...} for interior residues."""
+    table = []
+    for a in range(len(ANGLE_EDGES_DEG) + 1):
+        row = []
+        for d in range(N_DIHEDRAL_BINS):
+            cell = {}
+            for k, atom in enumerate(("N", "C")):
+                sel = rows[(rows[:, 0] == k) & (rows[:, 1] == a) & (rows[:, 2] == d)]
+                cell[atom] = (None if len(sel) < min_count else
+                              [float(np.degrees(np.median(sel[:, 3]))), _circular_mean_deg(sel[:, 4])])
+            row.append(cell)
+        table.append(row)
+    return {"angle_edges_deg": list(ANGLE_EDGES_DEG), "dihedral_bins": N_DIHEDRAL_BINS, "table": table}
+
+
+def fit(theta, tau, offsets, chis, psi_offset, backbone, peptides):
     """Turn the collected samples into the JSON table read by ``latcpb.model.geometric``."""
-    table = {"psi_to_O_offset_deg": _circular_mean_deg(psi_offset), "residues": {}}
+    median = np.median(peptides, axis=0)
+    table = {"psi_to_O_offset_deg": _circular_mean_deg(psi_offset), "residues": {},
+             "backbone_bins": fit_backbone_bins(backbone),
+             "trans_peptide": {"C": [float(v) for v in median[:3]], "N": [float(v) for v in median[3:]],
+                               "count": len(peptides)}}
     for r, name in enumerate(rc.RESTYPES):
         names = rc.slot_names(name)
         entry = {"anchors": {}, "atoms": {}, "rotamer_deg": []}
