@@ -186,3 +186,21 @@ def test_unknown_residue_and_bad_options():
         relax_universe(good, platform="NoSuchPlatform", progress=False)
     with pytest.raises(LatcpbInputError, match="no 'gbn2'"):
         relax_universe(good, forcefield="charmm36", solvent="gbn2", progress=False)
+
+
+def test_relaxer_reused_across_batches():
+    from latcpb_openmm import Relaxer
+    u = universe(CLN025)
+    relaxer = Relaxer(u.atoms, max_iterations=200)
+    first, r1 = relaxer.relax_universe(u, progress=False)
+    context = relaxer.context
+    second, r2 = relaxer.relax_universe(with_frames(CLN025, [u.atoms.positions] * 2), progress=False,
+                                        frame_offset=1)
+    assert relaxer.context is context  # set-up done once
+    assert [r.frame for r in r1 + r2] == [0, 1, 2]
+    # same input, same quality (multi-threaded CPU sums differ in the last bits, so paths may differ slightly)
+    assert all(r.status == "ok" and r.ca_drift_rms < 0.1 for r in r1 + r2)
+    assert abs(r2[0].energy_after - r1[0].energy_after) < 0.02 * abs(r1[0].energy_after)
+    assert second.atoms.positions.shape == first.atoms.positions.shape
+    with pytest.raises(LatcpbInputError, match="built for"):
+        relaxer.relax_universe(universe(T0922), progress=False)

@@ -253,6 +253,35 @@ class Relaxer:
         report.seconds = time.perf_counter() - t0
         return out, relaxed, report
 
+    def relax_universe(self, universe, hydrogens=False, progress=True, start=None, stop=None, step=None,
+                       frame_offset=0):
+        """Relax the frames of ``universe`` (same atoms as this Relaxer's; set-up reused across calls, e.g. for
+        batches of one trajectory). Returns (in-memory Universe, list[FrameReport]) as ``relax_universe``;
+        report frame numbers are the frame indices plus ``frame_offset``."""
+        from tqdm.auto import tqdm
+
+        atoms = universe.atoms
+        if len(atoms) != len(self.atoms):
+            raise LatcpbInputError(f"{self.source}: this Relaxer was built for {len(self.atoms)} atoms, "
+                                   f"got {len(atoms)}")
+        trajectory = atoms.universe.trajectory
+        frames = list(range(len(trajectory)))[slice(start, stop, step)]
+        heavy_out, full_out, dims, reports = [], [], [], []
+        for index in tqdm(frames, desc="relax", unit="frame", disable=not progress):
+            ts = trajectory[index]
+            out, full, report = self.relax_frame(atoms.positions, frame=index + frame_offset)
+            heavy_out.append(out)
+            full_out.append(full)
+            dims.append(ts.dimensions)
+            reports.append(report)
+        if not hydrogens:
+            return _with_frames(atoms, np.stack(heavy_out), dims), reports
+        if self.topology is None:
+            raise LatcpbInputError(f"{self.source}: every frame has non-finite coordinates; nothing to hydrogenate")
+        n_total = self.topology.getNumAtoms()
+        full_out = [f if f is not None else np.full((n_total, 3), np.nan) for f in full_out]
+        return topology_to_universe(self.topology, np.stack(full_out)), reports
+
 
 def relax_universe(universe, forcefield=DEFAULT_FORCEFIELD, solvent=DEFAULT_SOLVENT, hydrogens=False,
                    restraint_k=DEFAULT_RESTRAINT_K, max_iterations=DEFAULT_MAX_ITERATIONS,
@@ -267,30 +296,11 @@ def relax_universe(universe, forcefield=DEFAULT_FORCEFIELD, solvent=DEFAULT_SOLV
     Returns (in-memory Universe, list[FrameReport]): the input topology with relaxed positions, or with
     ``hydrogens=True`` the hydrogenated topology. Failed frames are kept unrelaxed and flagged in their report.
     """
-    from tqdm.auto import tqdm
-
     atoms = universe.atoms
-    trajectory = atoms.universe.trajectory
     relaxer = Relaxer(atoms, forcefield=forcefield, solvent=solvent, restraint_k=restraint_k,
                       max_iterations=max_iterations, tolerance=tolerance, platform=platform, ph=ph,
                       histidine=histidine, cutoff=cutoff, source=_source_name(atoms))
-    frames = list(range(len(trajectory)))[slice(start, stop, step)]
-    heavy_out, full_out, dims, reports = [], [], [], []
-    for index in tqdm(frames, desc="relax", unit="frame", disable=not progress):
-        ts = trajectory[index]
-        out, full, report = relaxer.relax_frame(atoms.positions, frame=index)
-        heavy_out.append(out)
-        full_out.append(full)
-        dims.append(ts.dimensions)
-        reports.append(report)
-    if not hydrogens:
-        return _with_frames(atoms, np.stack(heavy_out), dims), reports
-    if relaxer.topology is None:
-        raise LatcpbInputError(f"{_source_name(atoms)}: every frame has non-finite coordinates; nothing to"
-                               " hydrogenate")
-    n_total = relaxer.topology.getNumAtoms()
-    full_out = [f if f is not None else np.full((n_total, 3), np.nan) for f in full_out]
-    return topology_to_universe(relaxer.topology, np.stack(full_out)), reports
+    return relaxer.relax_universe(atoms, hydrogens=hydrogens, progress=progress, start=start, stop=stop, step=step)
 
 
 def relax(structure, **kwargs):

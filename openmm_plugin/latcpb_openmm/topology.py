@@ -225,7 +225,7 @@ def _contiguous(hs: HeavyStructure) -> HeavyStructure:
 
 
 def _create_disulfides(top: app.Topology, pos: np.ndarray, cutoff=2.5):
-    """Bond CYS SG pairs closer than ``cutoff`` Å (each SG at most once) and rename them CYX."""
+    """Bond CYS SG pairs closer than ``cutoff`` Å (each SG at most once; Modeller then picks CYX)."""
     sg = [a for a in top.atoms() if a.residue.name in ("CYS", "CYX") and a.name == "SG"]
     if len(sg) < 2:
         return
