@@ -8,6 +8,7 @@ Writes REPORT_DIR/metrics.json and PNG figures (torsions, Ramachandran maps, per
 """
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import warnings
@@ -53,34 +54,37 @@ def split_inputs(paths) -> tuple[tuple[str, str | None], tuple[str, str | None]]
 
 def load_universe(topology: str, trajectory: str | None = None):
     """MDAnalysis Universe of a topology (+ trajectory); any failure -> ``LatcpbInputError`` naming the file."""
-    import MDAnalysis as mda
-
     for path in (topology, trajectory):
         if path is not None and not Path(path).is_file():
             raise LatcpbInputError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            u = mda.Universe(topology, trajectory) if trajectory else mda.Universe(topology)
-    except Exception as exc:  # MDAnalysis raises many types for unreadable input
-        culprit = trajectory if trajectory and Path(topology).is_file() and _readable_topology(topology) else topology
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise LatcpbInputError(f"{culprit}: cannot be read by MDAnalysis ({message})") from exc
+    u, error = _open_universe(topology, trajectory)
+    if error is not None:
+        culprit = trajectory if trajectory and _open_universe(topology)[1] is None else topology
+        raise LatcpbInputError(f"{culprit}: cannot be read by MDAnalysis ({error})")
     if len(u.atoms) == 0:
         raise LatcpbInputError(f"{topology}: no atoms")
     return u
 
 
-def _readable_topology(path: str) -> bool:
+def _open_universe(topology: str, trajectory: str | None = None):
+    """(Universe, None) or (None, one-line error). A reader that fails half-way is released here, with the
+    'Exception ignored in __del__' noise of such MDAnalysis readers (e.g. a corrupt XTC) silenced, so that it
+    neither prints after our one-line message nor fires later at a random point."""
     import MDAnalysis as mda
 
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mda.Universe(path)
-        return True
-    except Exception:
-        return False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return (mda.Universe(topology, trajectory) if trajectory else mda.Universe(topology)), None
+        except Exception as exc:  # MDAnalysis raises many types for unreadable input
+            error = " ".join(str(exc).split()) or type(exc).__name__
+        gc.collect()
+        return None, error
+    finally:
+        sys.unraisablehook = previous_hook
 
 
 def run_evaluation(paths, out_dir, samples=1, plots=True) -> dict:
