@@ -1,0 +1,346 @@
+"""Accuracy and speed benchmark on the validation set: LatCPB models and PULCHRA on the same CA traces.
+
+    nice -n 10 python bench/run_benchmark.py --out bench/results            # all entries, all frames
+    python bench/run_benchmark.py --models default geometric --no-pulchra --entries 2JOF CLN025
+
+For every entry of DATA/INDEX.tsv: the CA atoms of every frame form the input trace; each LatCPB model
+(``latcpb.Backmapper(model=...)``; ``default`` = the shipped model) and PULCHRA (PyPI ``pulchra``, default settings,
+one CA-only PDB per frame) rebuild all heavy atoms; ``latcpb.metrics.evaluate`` scores them against the reference.
+Writes OUT/benchmark.json, OUT/<method>/<entry>.json and bench/BENCHMARKS.md (``--markdown``).
+PULCHRA outputs are cached in --cache (keyed by the CA coordinates) with their timings: the slow
+Python port is then not rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA, ca_trace, entries, load_reference, machine, quiet_universe  # noqa: E402
+
+HEADLINE = [  # (key, column title, format)
+    ("rmsd_heavy", "RMSD heavy (Å)", ".3f"),
+    ("rmsd_heavy_superposed", "RMSD heavy, superposed", ".3f"),
+    ("rmsd_backbone", "RMSD backbone", ".3f"),
+    ("rmsd_sidechain", "RMSD side chain", ".3f"),
+    ("ged_signed", "GED", ".4f"),
+    ("ged_corrected", "GED corrected", ".4f"),
+    ("clash_residue_pct", "clash residues (%)", ".2f"),
+    ("bond_score", "bond score", ".4f"),
+    ("torsion_kl", "torsion KL", ".3f"),
+    ("d_residues", "D residues", ".2f"),
+    ("cis_peptides", "non-Pro cis", ".2f"),
+    ("ca_rmsd", "CA RMSD (Å)", ".3f"),
+]
+DETAIL = [
+    ("rmsd_heavy_with_termini", "RMSD heavy +termini", ".3f"),
+    ("rmsd_heavy_superposed_with_termini", "superposed +termini", ".3f"),
+    ("rmsd_backbone_with_termini", "backbone +termini", ".3f"),
+    ("rmsd_sidechain_with_termini", "side chain +termini", ".3f"),
+    ("clash_pair_pct", "clash pairs (%)", ".3f"),
+    ("bond_rmsd", "bond RMSD (Å)", ".3f"),
+    ("kl_phi", "KL phi", ".3f"), ("kl_psi", "KL psi", ".3f"), ("kl_chi1", "KL chi1", ".3f"),
+    ("kl_chi2", "KL chi2", ".3f"),
+    ("coverage", "coverage", ".4f"),
+]
+
+
+def _method_name(model: str) -> str:
+    return "latcpb" if model in ("default", "latcpb") else f"latcpb-{Path(model).stem}"
+
+
+def run_latcpb(model: str, ref_entries, max_frames, samples, batch_size, device, seed):
+    """Backmap every entry with one LatCPB model; yields (entry name, gen Universe, seconds, frames)."""
+    import latcpb
+
+    t0 = time.perf_counter()
+    bm = latcpb.Backmapper(model=None if model == "default" else model, samples=samples, seed=seed,
+                           device=device, batch_size=batch_size)
+    load_s = time.perf_counter() - t0
+    warm = True
+    for entry in ref_entries:
+        u_ref = load_reference(entry, max_frames)
+        u_ca = ca_trace(u_ref)
+        if warm:  # first call pays lazy initialisation; not counted
+            u_ca.trajectory[0]
+            bm.backmap_universe(u_ca, stop=1)
+            warm = False
+        t = time.perf_counter()
+        u_gen = bm.backmap_universe(u_ca)
+        seconds = time.perf_counter() - t
+        yield entry, u_ref, u_gen, seconds, len(u_ca.trajectory), load_s
+
+
+def _pulchra_frame(pulchra, ca_atoms, cache: Path, key: str):
+    """Rebuild one frame with PULCHRA (cached): returns (rebuilt PDB path, seconds)."""
+    out = cache / f"{key}.rebuilt.pdb"
+    meta = cache / f"{key}.json"
+    if out.exists() and meta.exists():
+        return out, json.loads(meta.read_text())["seconds"]
+    inp = cache / f"{key}.ca.pdb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ca_atoms.write(str(inp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # scipy align_vectors warnings from PULCHRA's superpositions
+        t = time.perf_counter()
+        pulchra.reconstruct(str(inp), str(out))
+        seconds = time.perf_counter() - t
+    meta.write_text(json.dumps({"seconds": seconds, "when": datetime.now(timezone.utc).isoformat()}))
+    inp.unlink()
+    return out, seconds
+
+
+def run_pulchra(ref_entries, max_frames, cache: Path):
+    """PULCHRA (default settings) on a CA-only PDB per frame; yields like ``run_latcpb``."""
+    import MDAnalysis as mda
+    from MDAnalysis.coordinates.memory import MemoryReader
+    from pulchra import Pulchra
+
+    from latcpb.metrics import match_systems
+
+    cache.mkdir(parents=True, exist_ok=True)
+    pulchra = Pulchra()
+    for entry in ref_entries:
+        u_ref = load_reference(entry, max_frames)
+        u_ca = ca_trace(u_ref)
+        paths, seconds = [], 0.0
+        for ts in u_ca.trajectory:
+            digest = hashlib.sha1(np.round(u_ca.atoms.positions, 3).tobytes()
+                                  + "".join(u_ca.atoms.resnames).encode()).hexdigest()[:16]
+            path, s = _pulchra_frame(pulchra, u_ca.atoms, cache, f"{entry['name']}_{ts.frame:04d}_{digest}")
+            paths.append(path)
+            seconds += s
+        # PULCHRA occasionally leaves out side-chain atoms of a residue in some frames: the trajectory holds the
+        # atoms present in every frame, and the coverage is measured frame by frame
+        frames_u = [quiet_universe(p_) for p_ in paths]
+        keys = [list(zip(u.atoms.chainIDs, u.atoms.resids, u.atoms.names)) for u in frames_u]
+        common = set(keys[0]).intersection(*map(set, keys[1:]))
+        order = [k for k in keys[0] if k in common]
+        coords = []
+        for u, k in zip(frames_u, keys):
+            where = {key: i for i, key in enumerate(k)}
+            coords.append(u.atoms.positions[[where[key] for key in order]])
+        u_gen = mda.Merge(frames_u[0].atoms[[keys[0].index(key) for key in order]])
+        u_gen.load_new(np.stack(coords), format=MemoryReader)
+        coverage = []
+        for u in frames_u:
+            m = match_systems(u_ref.atoms, u.atoms, ref_source=str(entry["pdb"]), gen_source="pulchra")
+            coverage.append(m.coverage)
+        u_gen.per_frame_coverage = float(np.mean(coverage))
+        yield entry, u_ref, u_gen, seconds, len(paths), 0.0
+
+
+def score_method(name, runs, samples, out_dir: Path):
+    """Evaluate each generated entry; write OUT/<name>/<entry>.json; return the per-entry summaries."""
+    from latcpb.metrics import evaluate
+
+    (out_dir / name).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for entry, u_ref, u_gen, seconds, frames, load_s in runs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics = evaluate(u_ref, u_gen, samples=samples if name != "pulchra" else 1,
+                               ref_source=str(entry["pdb"]), gen_source=name)
+        if hasattr(u_gen, "per_frame_coverage"):
+            metrics["coverage_common_atoms"] = metrics["coverage"]
+            metrics["coverage"] = u_gen.per_frame_coverage
+        metrics["seconds"] = seconds
+        metrics["seconds_per_frame"] = seconds / max(frames * (samples if name != "pulchra" else 1), 1)
+        metrics["model_load_seconds"] = load_s
+        (out_dir / name / f"{entry['name']}.json").write_text(json.dumps(metrics, indent=1))
+        rows.append({"entry": entry["name"], "residues": metrics["n_residues"], "frames": frames, **{
+            k: v for k, v in metrics.items() if k != "per_residue"}})
+        print(f"  {name:<18} {entry['name']:<12} {frames:3d} frames  {seconds:8.2f} s  "
+              f"RMSD {metrics['rmsd_heavy']:.3f} Å  GED {metrics['ged_signed']:.4f}  KL {metrics['torsion_kl']:.3f}",
+              flush=True)
+    return rows
+
+
+def summarise(rows) -> dict:
+    """Entry-mean of every scalar metric, total time, s/frame and frames/s."""
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else None
+    frames = sum(r["frames"] * r["samples"] for r in rows)
+    seconds = sum(r["seconds"] for r in rows)
+    out.update({"total_frames": frames, "total_seconds": seconds, "seconds_per_frame": seconds / frames,
+                "frames_per_second": frames / seconds if seconds else None,
+                "residue_frames_per_second": sum(r["frames"] * r["samples"] * r["residues"] for r in rows) / seconds
+                if seconds else None, "entries": len(rows)})
+    return out
+
+
+def _fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+    """BENCHMARKS.md text of a benchmark result."""
+    s = result["summary"]
+    methods = list(s)
+    lines = ["# LatCPB benchmarks", "",
+             f"Generated by `bench/run_benchmark.py` on {result['date']}. Command:", "",
+             f"```\n{result['command']}\n```", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items() if v is not None) + ".", "",
+             f"Inputs: the CA atoms of every frame of every entry of `{result['data']}` "
+             f"({len(result['entries'])} entries, {sum(e['frames'] for e in result['entries'])} frames, "
+             f"{sum(e['residues'] for e in result['entries'])} residues in all). "
+             f"Every method sees the same CA traces and is scored by `latcpb.metrics.evaluate` "
+             "(definitions: DESIGN.md \"Metrics\"): atoms matched by chain, resid, residue and atom name; "
+             "RMSD without superposition unless marked, terminal residues (first/last of each chain) excluded "
+             "unless marked; values are means over frames, then over entries (each entry weighs the same).", "",
+             "## Headline (mean over entries)", "",
+             "| method | " + " | ".join(t for _, t, _ in HEADLINE) + " | s/frame | frames/s |",
+             "|---|" + "---|" * (len(HEADLINE) + 2)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(_fmt(s[m].get(k), f) for k, _, f in HEADLINE)
+                     + f" | {_fmt(s[m]['seconds_per_frame'], '.3f')} | {_fmt(s[m]['frames_per_second'], '.2f')} |")
+    singles = [e["name"] for e in result["entries"] if e["frames"] == 1]
+    ensembles = [e for e in result["entries"] if e["frames"] > 1]
+    lines += ["", "Lower is better everywhere except bond score (share of reference bonds within ±10 % of their "
+              f"length). Torsion KL on a single structure ({len(singles)} of the {len(result['entries'])} entries) "
+              "compares histograms of a few hundred angles and is noisy; the ensembles below are the meaningful KL "
+              "figures (DESIGN.md: KL over all frames of an ensemble).", ""]
+    if ensembles:
+        per = {m: {r["entry"]: r for r in result["per_entry"][m]} for m in methods}
+        keys = [("rmsd_heavy", "RMSD heavy"), ("ged_signed", "GED"), ("torsion_kl", "torsion KL"),
+                ("kl_phi", "KL phi"), ("kl_psi", "KL psi"), ("kl_chi1", "KL chi1"), ("kl_chi2", "KL chi2"),
+                ("clash_residue_pct", "clash res. %")]
+        lines += ["## Ensembles", "", "| entry (frames) | method | " + " | ".join(t for _, t in keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        for e in ensembles:
+            for m in methods:
+                r = per[m].get(e["name"])
+                if r:
+                    lines.append(f"| {e['name']} ({e['frames']}) | {m} | "
+                                 + " | ".join(_fmt(r.get(k), ".3f") for k, _ in keys) + " |")
+        lines.append("")
+    lines += [
+"## More metrics (mean over entries)", "",
+              "| method | " + " | ".join(t for _, t, _ in DETAIL) + " |", "|---|" + "---|" * len(DETAIL)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(_fmt(s[m].get(k), f) for k, _, f in DETAIL) + " |")
+    lines += ["", "## Per entry: heavy-atom RMSD (Å, termini excluded) / torsion KL / s per frame", "",
+              "| entry | residues | frames | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    per = {m: {r["entry"]: r for r in result["per_entry"][m]} for m in methods}
+    for e in result["entries"]:
+        cells = []
+        for m in methods:
+            r = per[m].get(e["name"])
+            cells.append("–" if r is None else f"{_fmt(r['rmsd_heavy'], '.2f')} / {_fmt(r['torsion_kl'], '.2f')}"
+                         f" / {_fmt(r['seconds_per_frame'], '.2f')}")
+        lines.append(f"| {e['name']} | {e['residues']} | {e['frames']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Notes", "",
+              "- PULCHRA is the PyPI `pulchra` package (a Python port of PULCHRA), run with its default settings "
+              "(`Pulchra().reconstruct(ca.pdb, out.pdb)`, the same as the `pulchra ca.pdb` command), which include "
+              "its CA optimisation: it may move CA atoms (up to 0.5 Å), which the CA RMSD column shows. Its "
+              "timings are those of this Python port, much slower than the original C program.",
+              "- PULCHRA sometimes leaves out the side-chain atoms of a residue in a frame; its coverage is the "
+              "mean over frames, and the other metrics are computed on the atoms it produced in every frame of "
+              "the entry.",
+              "- LatCPB timings: `Backmapper.backmap_universe` on the in-memory CA Universe (model loading and one "
+              "warm-up frame excluded; building the all-atom Universe included). PULCHRA timings: the "
+              "`reconstruct` call per frame (reading and writing its small PDB files included).",
+              "- Frames/s = all frames / all seconds over the whole set (dominated by the large entries).",
+              "- `python bench/speed.py` measures speed and peak memory against system size and batch size "
+              "(`bench/SPEED.md`)."]
+    if result.get("notes"):
+        lines += [f"- {n}" for n in result["notes"]]
+    speed = result.get("speed")
+    if speed:
+        from speed import markdown as speed_markdown
+
+        body = speed_markdown(speed).splitlines()[1:]
+        lines += ["", "## Speed and peak memory against system size (`bench/speed.py`)", ""]
+        lines += [("#" + ln) if ln.startswith("## ") else ln for ln in body]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--models", nargs="*", default=["default", "geometric"],
+                   help="LatCPB models: default (shipped), geometric, or checkpoint paths")
+    p.add_argument("--pulchra", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--entries", nargs="*", help="only these entries (names of INDEX.tsv)")
+    p.add_argument("--max-frames", type=int, default=None, help="first N frames of each entry (default: all)")
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parent / "BENCHMARKS.md")
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "latcpb-bench" / "pulchra",
+                   help="PULCHRA output cache (keyed by CA coordinates; timings kept with them)")
+    p.add_argument("--speed-json", type=Path, default=Path(__file__).resolve().parent / "results" / "speed.json",
+                   help="results of bench/speed.py to include in the markdown (if the file exists)")
+    p.add_argument("--reuse", nargs="*", default=[],
+                   help="methods whose per-entry JSON in OUT is reused instead of rerun (e.g. pulchra)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ref_entries = entries(args.data, args.entries)
+    if args.max_frames:
+        for e in ref_entries:
+            e["frames"] = min(e["frames"], args.max_frames)
+    args.out.mkdir(parents=True, exist_ok=True)
+    per_entry = {}
+    methods = [(_method_name(m), m) for m in args.models] + ([("pulchra", None)] if args.pulchra else [])
+    for name, model in methods:
+        print(f"{name}:", flush=True)
+        if name in args.reuse:
+            per_entry[name] = []
+            for e in ref_entries:
+                m = json.loads((args.out / name / f"{e['name']}.json").read_text())
+                per_entry[name].append({"entry": e["name"], "residues": m["n_residues"], "frames": e["frames"],
+                                        **{k: v for k, v in m.items() if k != "per_residue"}})
+            continue
+        if model is None:
+            runs = run_pulchra(ref_entries, args.max_frames, args.cache)
+        else:
+            runs = run_latcpb(model, ref_entries, args.max_frames, args.samples, args.batch_size, args.device,
+                              args.seed)
+        per_entry[name] = score_method(name, runs, args.samples, args.out)
+    notes = []
+    if any(m in ("default", "latcpb") for m in args.models):
+        from latcpb.model import SHIPPED_WEIGHTS
+
+        w = Path(SHIPPED_WEIGHTS)
+        if w.exists():
+            digest = hashlib.sha1(w.read_bytes()).hexdigest()[:12]
+            notes.append(f"`latcpb` = the default model: shipped weights `latcpb/weights/{w.name}` (sha1 {digest}, "
+                         f"{w.stat().st_size / 1e6:.1f} MB); `latcpb-geometric` = the rule-based generator.")
+        else:
+            notes.append("`latcpb` = the default model; no shipped weights existed at run time, so it is the "
+                         "rule-based geometric generator (same as `latcpb-geometric`).")
+    result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "notes": notes,
+              "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+              "machine": machine(), "data": str(args.data),
+              "entries": [{"name": e["name"], "residues": e["residues"], "frames": e["frames"]} for e in ref_entries],
+              "summary": {m: summarise(rows) for m, rows in per_entry.items()}, "per_entry": per_entry}
+    (args.out / "benchmark.json").write_text(json.dumps(result, indent=1))
+    if args.speed_json and args.speed_json.exists():
+        result["speed"] = json.loads(args.speed_json.read_text())
+    if args.markdown:
+        args.markdown.write_text(markdown(result))
+        print(f"wrote {args.markdown}")
+    print(f"wrote {args.out / 'benchmark.json'}")
+
+
+if __name__ == "__main__":
+    main()
