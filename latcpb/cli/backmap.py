@@ -53,15 +53,18 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                                 steps=steps, temperature=temperature)
         writer = None
+        relaxer = None
         reports = []
         try:
             for plan, _, positions in backmapper.iter_backmap(universe, select, start, stop, step, source=cg_input,
                                                               progress=not quiet):
                 batch = plan.universe(positions)
                 if relax_module is not None:
-                    batch, batch_reports = relax_module.relax_universe(
-                        batch, forcefield=forcefield, solvent=solvent, hydrogens=hydrogens, platform=platform,
-                        progress=False)
+                    if relaxer is None:  # one OpenMM system for the whole trajectory
+                        relaxer = relax_module.Relaxer(batch.atoms, forcefield=forcefield, solvent=solvent,
+                                                       platform=platform, source=cg_input)
+                    batch, batch_reports = relaxer.relax_universe(batch, hydrogens=hydrogens, progress=False,
+                                                                  frame_offset=len(reports))
                     reports.extend(batch_reports)
                 if writer is None:
                     writer = AtomicWriter(output, len(batch.atoms))
