@@ -6,7 +6,8 @@
 For every entry of DATA/INDEX.tsv: the CA atoms of every frame form the input trace; each LatCPB model
 (``latcpb.Backmapper(model=...)``; ``default`` = the shipped model) and PULCHRA (PyPI ``pulchra``, default settings,
 one CA-only PDB per frame) rebuild all heavy atoms; ``latcpb.metrics.evaluate`` scores them against the reference.
-Writes OUT/benchmark.json, OUT/<method>/<entry>.json and bench/BENCHMARKS.md (``--markdown``).
+Writes OUT/benchmark.json, OUT/<method>/<entry>.json, bench/BENCHMARKS.md (``--markdown``) and next to it
+BENCHMARKS.json (the same result with the speed study).
 PULCHRA outputs are cached in --cache (keyed by the CA coordinates) with their timings: the slow
 Python port is then not rerun.
 """
@@ -240,7 +241,7 @@ def markdown(result: dict) -> str:
         for m in methods:
             r = per[m].get(e["name"])
             cells.append("–" if r is None else f"{_fmt(r['rmsd_heavy'], '.2f')} / {_fmt(r['torsion_kl'], '.2f')}"
-                         f" / {_fmt(r['seconds_per_frame'], '.2f')}")
+                         f" / {_fmt(r['seconds_per_frame'], '.3g')}")
         lines.append(f"| {e['name']} | {e['residues']} | {e['frames']} | " + " | ".join(cells) + " |")
     lines += ["", "## Notes", "",
               "- PULCHRA is the PyPI `pulchra` package (a Python port of PULCHRA), run with its default settings "
@@ -287,6 +288,7 @@ def main(argv=None):
                    help="PULCHRA output cache (keyed by CA coordinates; timings kept with them)")
     p.add_argument("--speed-json", type=Path, default=Path(__file__).resolve().parent / "results" / "speed.json",
                    help="results of bench/speed.py to include in the markdown (if the file exists)")
+    p.add_argument("--note", action="append", default=[], help="a note for the markdown (repeatable)")
     p.add_argument("--reuse", nargs="*", default=[],
                    help="methods whose per-entry JSON in OUT is reused instead of rerun (e.g. pulchra)")
     args = p.parse_args(argv)
@@ -328,6 +330,7 @@ def main(argv=None):
         else:
             notes.append("`latcpb` = the default model; no shipped weights existed at run time, so it is the "
                          "rule-based geometric generator (same as `latcpb-geometric`).")
+    notes += args.note
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "notes": notes,
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
               "machine": machine(), "data": str(args.data),
@@ -338,7 +341,8 @@ def main(argv=None):
         result["speed"] = json.loads(args.speed_json.read_text())
     if args.markdown:
         args.markdown.write_text(markdown(result))
-        print(f"wrote {args.markdown}")
+        args.markdown.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.markdown} and {args.markdown.with_suffix('.json')}")
     print(f"wrote {args.out / 'benchmark.json'}")
 
 
