@@ -10,7 +10,6 @@ import torch
 
 from latcpb.data.cg_topology import ResidueTopology, residue_topology
 from latcpb.errors import LatcpbInputError
-from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors
 from latcpb.io.universe_builder import allatom_universe, slot_atom_index
 from latcpb.model.generator import load_generator

@@ -33,31 +33,36 @@ class AllAtomMapping:
 
 def standard_residue_cas(atoms):
     """CA atoms of the standard amino-acid residues of an AtomGroup (capping groups, ligands, water skipped)."""
-    keep = [i for i, a in enumerate(atoms) if a.name == "CA" and normalize_resname(a.resname)]
+    if len(atoms) == 0:
+        return atoms
+    resnames = np.asarray(atoms.resnames)
+    standard = {name: normalize_resname(name) is not None for name in np.unique(resnames)}
+    keep = (np.asarray(atoms.names) == "CA") & np.array([standard[r] for r in resnames], dtype=bool)
     ca = atoms[keep]
     # one CA per residue (the first altloc)
     _, first = np.unique(ca.resindices, return_index=True)
     return ca[np.sort(first)]
 
 
-def map_allatom(atoms, source="input") -> AllAtomMapping:
-    """Build the slot mapping of an all-atom AtomGroup (heavy atoms; hydrogens ignored)."""
-    ca = standard_residue_cas(atoms)
-    topology = residue_topology(ca, ca.positions, source=source)
+def slot_assignment(atoms, ca, resnames):
+    """Which heavy atom of ``atoms`` fills which slot of the residues of ``ca`` (one CA per residue).
+
+    resnames [N]: normalised residue names of those residues. Returns (source_index [M], slot_index [M] flat
+    into [N * 15], present [N, 15]); hydrogens, unknown names and repeated atoms (altlocs) are skipped.
+    """
     slot_of = {r: {n: k for k, n in enumerate(rc.slot_names(r)) if n} for r in rc.RESTYPES}
     try:
         elements = atoms.elements
-    except Exception:  # no element information: decide by name
+    except Exception:  # no element information (MDAnalysis NoDataError): decide by name
         elements = [None] * len(atoms)
     resindex_to_row = {ri: i for i, ri in enumerate(ca.resindices)}
     src, dst = [], []
     seen = set()
-    for i, (atom, element) in enumerate(zip(atoms, elements)):
-        row = resindex_to_row.get(atom.resindex)
-        if row is None or is_hydrogen(atom.name, element):
+    for i, (name, resindex, element) in enumerate(zip(atoms.names, atoms.resindices, elements)):
+        row = resindex_to_row.get(resindex)
+        if row is None or is_hydrogen(name, element):
             continue
-        resname = topology.resnames[row]
-        slot = slot_of[resname].get(normalize_atomname(resname, atom.name))
+        slot = slot_of[resnames[row]].get(normalize_atomname(resnames[row], name))
         if slot is None:
             continue
         flat = row * rc.ATOMS_PER_RESIDUE + slot
@@ -66,7 +71,15 @@ def map_allatom(atoms, source="input") -> AllAtomMapping:
         seen.add(flat)
         src.append(i)
         dst.append(flat)
-    present = np.zeros(topology.n_residues * rc.ATOMS_PER_RESIDUE, dtype=bool)
+    present = np.zeros(len(ca) * rc.ATOMS_PER_RESIDUE, dtype=bool)
     present[dst] = True
-    return AllAtomMapping(topology, ca, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
-                          present.reshape(topology.n_residues, rc.ATOMS_PER_RESIDUE))
+    return (np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
+            present.reshape(len(ca), rc.ATOMS_PER_RESIDUE))
+
+
+def map_allatom(atoms, source="input") -> AllAtomMapping:
+    """Build the slot mapping of an all-atom AtomGroup (heavy atoms; hydrogens ignored)."""
+    ca = standard_residue_cas(atoms)
+    topology = residue_topology(ca, ca.positions, source=source)
+    src, dst, present = slot_assignment(atoms, ca, topology.resnames)
+    return AllAtomMapping(topology, ca, src, dst, present)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latcpb.data.featurize import map_allatom, standard_residue_cas
-from latcpb.data.names import is_hydrogen, normalize_atomname, normalize_resname
+from latcpb.data.featurize import map_allatom, slot_assignment, standard_residue_cas
+from latcpb.data.names import normalize_resname
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
 
@@ -106,29 +106,9 @@ def _slot_map(atoms) -> _SlotMap:
     a generated structure is scored however distorted it is."""
     ca = standard_residue_cas(atoms)
     resnames = np.array([normalize_resname(r) for r in ca.resnames], dtype=object).astype(str)
-    row_of = np.full(atoms.universe.atoms.n_residues if len(atoms) else 0, -1, dtype=np.int64)
-    row_of[ca.resindices] = np.arange(len(ca))
-    slot_of = {r: {n: k for k, n in enumerate(rc.slot_names(r)) if n} for r in rc.RESTYPES}
-    try:
-        elements = atoms.elements
-    except Exception:
-        elements = [None] * len(atoms)
-    src, dst, seen = [], [], set()
-    for i, (name, resindex, element) in enumerate(zip(atoms.names, atoms.resindices, elements)):
-        row = row_of[resindex]
-        if row < 0 or is_hydrogen(name, element):
-            continue
-        slot = slot_of[resnames[row]].get(normalize_atomname(resnames[row], name))
-        flat = None if slot is None else row * S + slot
-        if flat is None or flat in seen:
-            continue
-        seen.add(flat)
-        src.append(i)
-        dst.append(flat)
-    present = np.zeros(len(ca) * S, dtype=bool)
-    present[dst] = True
+    src, dst, present = slot_assignment(atoms, ca, resnames)
     return _SlotMap(_attr(ca, "chainIDs", ""), np.asarray(ca.resids), _attr(ca, "icodes", ""), resnames,
-                    np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64), present.reshape(-1, S))
+                    src, dst, present)
 
 
 def _residue_keys(topology, with_chain=True):
