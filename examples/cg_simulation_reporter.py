@@ -19,7 +19,7 @@ import openmm.app as app
 import openmm.unit as unit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_PDB = os.path.join(HERE, "..", "tests", "data", "openmm", "T0922.pdb")
+DEFAULT_PDB = os.path.join(HERE, "data", "trpcage_ca.pdb")
 
 BOND_LENGTH = 0.38       # nm, CA-CA
 BOND_K = 2.0e4           # kJ/mol/nm^2

@@ -1,6 +1,6 @@
 """OpenMM stage: conversion, hydrogens, CA-restrained relaxation and its report (real OpenMM, small real proteins).
 
-Data (tests/data/openmm/): CLN025.pdb and T0922.pdb are copies of /work/shared/data/val/CLN025.pdb (chignolin,
+Data (tests/data/mini/): CLN025.pdb and T0922.pdb are copies of /work/shared/data/val/CLN025.pdb (chignolin,
 10 residues, with OXT) and /work/shared/data/val/T0922.pdb (CASP target T0922, 74 residues, no OXT);
 T0892_res42-47_HSD.pdb is residues 42-47 of /work/shared/data/val/T0892.pdb with HIS 44 renamed HSD.
 """
@@ -23,8 +23,9 @@ from latcpb_openmm import (heavy_structure, load_forcefield, relax, relax_univer
 from latcpb_openmm.relaxation import clash_metrics  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "openmm")
-CLN025 = os.path.join(DATA, "CLN025.pdb")
-T0922 = os.path.join(DATA, "T0922.pdb")
+MINI = os.path.join(os.path.dirname(__file__), "data", "mini")
+CLN025 = os.path.join(MINI, "CLN025.pdb")
+T0922 = os.path.join(MINI, "T0922.pdb")
 HSD_FRAGMENT = os.path.join(DATA, "T0892_res42-47_HSD.pdb")
 
 

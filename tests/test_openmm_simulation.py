@@ -1,6 +1,6 @@
 """make_simulation and BackmapReporter on real OpenMM systems.
 
-Data: tests/data/openmm/CLN025.pdb and T0922.pdb, copies of /work/shared/data/val/CLN025.pdb (chignolin) and
+Data: tests/data/mini/CLN025.pdb and T0922.pdb, copies of /work/shared/data/val/CLN025.pdb (chignolin) and
 /work/shared/data/val/T0922.pdb (CASP target T0922, 74 residues).
 """
 import os
@@ -20,8 +20,9 @@ from latcpb.errors import LatcpbInputError  # noqa: E402
 from latcpb_openmm import BackmapReporter, make_simulation, relax_universe  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "openmm")
-CLN025 = os.path.join(DATA, "CLN025.pdb")
-T0922 = os.path.join(DATA, "T0922.pdb")
+MINI = os.path.join(os.path.dirname(__file__), "data", "mini")
+CLN025 = os.path.join(MINI, "CLN025.pdb")
+T0922 = os.path.join(MINI, "T0922.pdb")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from cg_simulation_reporter import build_ca_model  # noqa: E402
 
