@@ -25,5 +25,5 @@ def test_relax_and_simulate_short(tmp_path):
 
 def test_cg_simulation_reporter_short(tmp_path):
     out = run("cg_simulation_reporter.py", "--short", "--out", str(tmp_path / "cg.xtc"), cwd=tmp_path)
-    assert "wrote 4 all-atom frames of 551 atoms" in out
+    assert "wrote 4 all-atom frames of 148 atoms" in out  # Trp-cage: 20 residues, 147 heavy atoms + OXT
     assert (tmp_path / "cg.pdb").exists()
