@@ -57,6 +57,15 @@ def val_entry(request, val_dir):
     return entry
 
 
+def backmap_command() -> list[str]:
+    """The installed ``latcpb-backmap`` console script (``python -m latcpb.cli.backmap`` if not on PATH)."""
+    import shutil
+    import sys
+
+    exe = shutil.which("latcpb-backmap")
+    return [exe] if exe else [sys.executable, "-m", "latcpb.cli.backmap"]
+
+
 def quiet_universe(*paths, **kwargs):
     """``mda.Universe`` without its harmless warnings (read-only offset cache, missing CRYST1 ...)."""
     import MDAnalysis as mda

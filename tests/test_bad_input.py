@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import quiet_universe, write_cg
+from conftest import backmap_command, quiet_universe, write_cg
 from latcpb.cli.backmap import main
 
 PROG = "latcpb-backmap: error: "
@@ -214,7 +213,7 @@ def test_debug_shows_traceback(tmp_path, trp):
 
 def test_real_process_stderr(tmp_path, trp):
     """The installed console script, as a user runs it (no --quiet): exit 2, one line, nothing written."""
-    exe = [sys.executable, "-m", "latcpb.cli.backmap"]
+    exe = backmap_command()
     garbage = tmp_path / "garbage.gro"
     garbage.write_bytes(bytes(range(256)) * 8)
     out = tmp_path / "out"
@@ -264,7 +263,7 @@ def _interrupt(long_job, out_dir, signum):
 
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "latcpb.cli.backmap", str(long_job / "cg.xtc"), "--top", str(long_job / "cg.pdb"),
+        [*backmap_command(), str(long_job / "cg.xtc"), "--top", str(long_job / "cg.pdb"),
          "-o", str(out_dir / "aa.xtc"), "--model", "geometric"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell may ignore SIGINT

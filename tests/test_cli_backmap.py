@@ -4,7 +4,6 @@ selection, force-field residue names, several chains, chain gaps and input/outpu
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import MDAnalysis as mda
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import latcpb
-from conftest import quiet_universe, write_cg
+from conftest import backmap_command, quiet_universe, write_cg
 from latcpb.cli.backmap import main
 from test_backmapper import HEAVY_ATOMS, bond_deviations, chirality, heavy_keys
 
@@ -54,7 +53,7 @@ def trp(tmp_path_factory, val_dir):
 def test_console_script_xtc(tmp_path, trp):
     """The installed command as a user runs it: aa.xtc + aa.pdb beside it, all frames."""
     out = tmp_path / "aa.xtc"
-    proc = subprocess.run([sys.executable, "-m", "latcpb.cli.backmap", str(trp["traj"]), "--top", str(trp["top"]),
+    proc = subprocess.run([*backmap_command(), str(trp["traj"]), "--top", str(trp["top"]),
                            "-o", str(out), "--model", "geometric"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 28 frames" in proc.stderr
@@ -184,3 +183,29 @@ def test_backmap_universe_api(trp):
     assert len(aa.trajectory) == 3
     assert len(aa.atoms) == sum(HEAVY_ATOMS[r] for r in cg.residues.resnames) + 1
     assert np.isfinite(aa.trajectory.coordinate_array).all()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_short_chains(tmp_path, trp, n):
+    """A two-residue chain has no third CA to orient it: still complete, ideal and L."""
+    trp["u"].trajectory[0]
+    cg = mda.Merge(trp["u"].select_atoms("name CA")[:n])
+    cg.atoms.write(str(tmp_path / "cg.pdb"))
+    backmap([tmp_path / "cg.pdb", "-o", tmp_path / "aa.pdb"])
+    aa = quiet_universe(tmp_path / "aa.pdb")
+    assert len(aa.atoms) == sum(HEAVY_ATOMS[r] for r in cg.atoms.resnames) + 1
+    intra, peptide = bond_deviations(aa)
+    assert np.abs(intra).max() < 0.02 and np.abs(peptide).max() < 0.1
+    assert (chirality(aa) == 1).all()
+
+
+def test_insertion_codes_kept(tmp_path, trp):
+    trp["u"].trajectory[0]
+    cg = mda.Merge(trp["u"].select_atoms("name CA")[:6])
+    cg.add_TopologyAttr("icodes", ["", "", "A", "B", "", ""])
+    cg.residues.resids = [1, 2, 2, 2, 3, 4]
+    cg.atoms.write(str(tmp_path / "cg.pdb"))
+    backmap([tmp_path / "cg.pdb", "-o", tmp_path / "aa.pdb"])
+    aa = quiet_universe(tmp_path / "aa.pdb")
+    assert list(aa.residues.resids) == [1, 2, 2, 2, 3, 4]
+    assert list(aa.residues.icodes) == ["", "", "A", "B", "", ""]
