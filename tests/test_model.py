@@ -137,3 +137,15 @@ def test_cosine_schedule_bounds():
     assert b.min() > 0 and b.max() <= 0.999
     assert ab[0] > 0.999 and ab[-1] < 1e-3
     assert math.isclose(float(ab[249]), 0.5, abs_tol=0.05)
+
+
+def test_scalar_fast_path_equals_e3nn_tensor_product():
+    from latcpb.model.equivariant import PointConv
+    torch.manual_seed(0)
+    conv = PointConv("6x0e", "6x0e + 3x1o + 2x2e", cutoff=10.0)
+    assert conv.scalar_input
+    x, sh_in = torch.randn(50, 6), torch.randn(50, 3)
+    from e3nn import o3
+    sh = o3.spherical_harmonics(conv.irreps_sh, sh_in, normalize=True, normalization="component")
+    w = torch.randn(50, conv.tp.weight_numel)
+    assert torch.allclose(conv._scalar_tp(x, sh, w), conv.tp(x, sh, w), atol=1e-5)

@@ -36,6 +36,36 @@ class PointConv(nn.Module):
                                    shared_weights=False, internal_weights=False)
         self.radial = FullyConnectedNet([n_basis + n_edge_scalars, hidden, self.tp.weight_numel], torch.nn.functional.silu)
         self.linear = o3.Linear(self.irreps_mid, self.irreps_out)
+        # scalar inputs: the tensor product is an outer product c_l * w_ul * x_u * Y_lm; c_l measured once from e3nn
+        self.scalar_input = len(self.irreps_in) == 1 and self.irreps_in[0].ir == o3.Irrep("0e")
+        if self.scalar_input:
+            self.register_buffer("path_constant", self._path_constants(), persistent=False)
+
+    @torch.no_grad()
+    def _path_constants(self):
+        """c_l [n_paths] such that tp(x, Y, w) == c_l * w * x * Y for scalar x (checked in the tests)."""
+        mul = self.irreps_in[0].mul
+        x = torch.ones(1, mul)
+        consts = []
+        for k, (_, ir) in enumerate(self.irreps_mid):
+            sh = torch.zeros(1, self.irreps_sh.dim)
+            sl = self.irreps_sh.slices()[[ir_sh.ir for ir_sh in self.irreps_sh].index(ir)]
+            sh[0, sl.start] = 1.0
+            w = torch.zeros(1, self.tp.weight_numel)
+            w[0, k * mul] = 1.0
+            out = self.tp(x, sh, w)[0, self.irreps_mid.slices()[k]]
+            consts.append(out[0])
+        return torch.stack(consts)
+
+    def _scalar_tp(self, x, sh, w):
+        """Fast path of ``self.tp`` for scalar inputs x [E, u]: [E, irreps_mid]."""
+        mul = self.irreps_in[0].mul
+        parts = []
+        for k, (_, ir) in enumerate(self.irreps_mid):
+            sl = self.irreps_sh.slices()[[ir_sh.ir for ir_sh in self.irreps_sh].index(ir)]
+            a = self.path_constant[k] * w[:, k * mul:(k + 1) * mul] * x                  # [E, u]
+            parts.append((a[:, :, None] * sh[:, None, sl]).reshape(x.shape[0], -1))     # [E, u * (2l + 1)]
+        return torch.cat(parts, -1)
 
     def forward(self, x_src, r, dst, n_dst, edge_scalars=None):
         length = torch.linalg.norm(r, dim=-1)
@@ -44,6 +74,7 @@ class PointConv(nn.Module):
         basis = basis * self.n_basis ** 0.5
         if edge_scalars is not None:
             basis = torch.cat([basis, edge_scalars], dim=-1)
-        msg = self.tp(x_src, sh, self.radial(basis))
+        weights = self.radial(basis)
+        msg = self._scalar_tp(x_src, sh, weights) if self.scalar_input else self.tp(x_src, sh, weights)
         out = msg.new_zeros(n_dst, msg.shape[-1]).index_add_(0, dst, msg) / self.norm
         return self.linear(out)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latcpb.model.decoder import Decoder, build_coordinates
@@ -135,9 +134,10 @@ class LatCPB(nn.Module):
         return mu.std(0).clamp(min=1e-3)
 
     def sample_coordinates(self, ca, lt, segment, mode="ddim", steps=10, temperature=0.0, eta=0.0,
-                           generator=None, reference=None):
+                           generator=None, reference=None, refine_steps=0):
         """CG -> all-atom [R, 15, 3] Å. mode: 'ddim' | 'ddpm' (Eq. 8) | 'prior_mean' (decoder on the CG prior mean)
-        | 'posterior' (reconstruction from ``reference`` = (xyz, present), for evaluation of the autoencoder)."""
+        | 'posterior' (reconstruction from ``reference`` = (xyz, present), for evaluation of the autoencoder).
+        ``refine_steps`` > 0: clash relief on the side-chain torsions (``latcpb.model.refine``)."""
         ctx = self.context(ca, lt, segment)
         h_cg = self.cg_encoder(ctx)
         if mode == "ddim":
@@ -150,8 +150,9 @@ class LatCPB(nn.Module):
             z = self.encode(ctx, reference[0], reference[1], h_cg)[0]
         else:
             raise ValueError(f"unknown sampling mode {mode!r}")
-        return build_coordinates(ca, lt, self.decoder(z, h_cg, ctx))
+        internals = self.decoder(z, h_cg, ctx)
+        if refine_steps > 0:
+            from latcpb.model.refine import relieve_clashes
+            internals = relieve_clashes(ca, lt, internals, ctx, steps=refine_steps)
+        return build_coordinates(ca, lt, internals)
 
-
-def l2_normalised(x):
-    return F.normalize(x, dim=-1)

@@ -71,7 +71,8 @@ class LatentDiffusionGenerator:
                 segment = torch.arange(f, device=self.device).repeat_interleave(n)
                 xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode="ddim",
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
-                                                    generator=rng)
+                                                    generator=rng,
+                                                    refine_steps=int(self.inference.get("refine_steps", 0)))
                 outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
         out = torch.cat(outputs).to(out_dtype)
         # the CA trace is kept exactly

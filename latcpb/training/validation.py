@@ -73,9 +73,9 @@ def entry_layout(entry):
     return layout, LayoutTensors(layout)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, entries, frames_per_entry=5, mode="ddim", steps=10, temperature=0.0, eta=0.0, seed=0,
-             max_residues=4096):
+             max_residues=4096, refine_steps=0):
     """Mean figures over entries (each the mean over its evaluated frames) and wall time. Returns dict."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +98,8 @@ def evaluate(model, entries, frames_per_entry=5, mode="ddim", steps=10, temperat
             seg = torch.arange(f).repeat_interleave(n)
             reference = (r.reshape(f * n, 15, 3), present.repeat(f, 1))
             xyz = model.sample_coordinates(r[:, :, 1].reshape(f * n, 3), packed, seg, mode=mode, steps=steps,
-                                           temperature=temperature, eta=eta, generator=gen, reference=reference)
+                                           temperature=temperature, eta=eta, generator=gen, reference=reference,
+                                           refine_steps=refine_steps)
             preds.append(xyz.view(f, n, 15, 3))
         pred = torch.cat(preds)
         figs = [structure_figures(pred[k], ref[k], present, lt) for k in range(len(frames))]
