@@ -88,10 +88,12 @@ class LatentDiffusion(nn.Module):
                 z = z + temperature * var.sqrt() * self._noise(z.shape, generator, h_cg)
         return z * self.latent_scale
 
-    def sample_ddim(self, h_cg, ctx, latent_dim, steps=10, temperature=1.0, eta=0.0, generator=None):
+    def sample_ddim(self, h_cg, ctx, latent_dim, steps=10, temperature=1.0, eta=0.0, generator=None, clip=4.0):
         """DDIM over ``steps`` evenly spaced steps; the start z_T and any eta noise scaled by ``temperature``.
 
-        temperature 0 with eta 0 is deterministic (mode-seeking). -> z0 [R, D] (unscaled latents).
+        temperature 0 with eta 0 is deterministic (mode-seeking). The z0 estimate of every step is clipped to
+        [-clip, clip] (latents are scaled to unit std; near t = T the estimate divides by sqrt(alpha_bar) ~ 0).
+        -> z0 [R, D] (unscaled latents).
         """
         n, dev = h_cg.shape[0], h_cg.device
         times = torch.linspace(self.steps - 1, 0, steps, device=dev).round().long().tolist()
@@ -101,7 +103,8 @@ class LatentDiffusion(nn.Module):
             ab = self.alpha_bar[step]
             ab_prev = self.alpha_bar[times[k + 1]] if k + 1 < len(times) else torch.ones_like(ab)
             eps = self.denoiser(z, t, h_cg, ctx)
-            z0 = (z - (1 - ab).sqrt() * eps) / ab.sqrt()
+            z0 = ((z - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-clip, clip)
+            eps = (z - ab.sqrt() * z0) / (1 - ab).sqrt()
             if k + 1 == len(times):
                 z = z0
                 break

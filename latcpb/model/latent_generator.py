@@ -26,8 +26,10 @@ def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
 class LatentDiffusionGenerator:
     """CG -> all-atom with the latent diffusion model.
 
-    Single samples are mode-seeking by default (deterministic DDIM from z_T = temperature * noise, temperature 0);
-    several samples per frame use ``sample_temperature`` (1.0: the learned distribution).
+    One sample per frame with no temperature given is mode-seeking: ``inference.single_mode`` "prior_mean" decodes
+    the mode of the CG-conditioned prior p(z | CG) (the default: best validation figures), "ddim" runs deterministic
+    DDIM from z_T = 0. Several samples per frame, or an explicit temperature, draw latents by DDIM from
+    z_T = temperature * noise (``sample_temperature`` = 1.0: the learned distribution).
     """
 
     name = "latcpb"
@@ -50,8 +52,12 @@ class LatentDiffusionGenerator:
     def generate(self, ca, lt, samples=1, rng=None, steps=None, temperature=None, eta=None):
         """ca [B, N, 3] Å tensor; lt: LayoutTensors of the N residues -> [B * samples, N, 15, 3] Å, frame-major
         (frame 0 sample 0, frame 0 sample 1, ...). ``rng``: torch.Generator (same seed -> same output)."""
-        if temperature is None:
-            temperature = self.inference["temperature"] if samples == 1 else self.inference["sample_temperature"]
+        mode = "ddim"
+        if temperature is None and samples == 1:
+            mode = self.inference.get("single_mode", "ddim")
+            temperature = self.inference["temperature"]
+        elif temperature is None:
+            temperature = self.inference["sample_temperature"]
         steps = int(steps or self.inference["steps"])
         eta = self.inference["eta"] if eta is None else eta
         b, n, _ = ca.shape
@@ -69,7 +75,7 @@ class LatentDiffusionGenerator:
                 if f not in tiled_cache:
                     tiled_cache[f] = LayoutTensors(tile_layout(layout, f), self.device)
                 segment = torch.arange(f, device=self.device).repeat_interleave(n)
-                xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode="ddim",
+                xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode=mode,
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
                                                     generator=rng,
                                                     refine_steps=int(self.inference.get("refine_steps", 0)))

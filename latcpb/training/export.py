@@ -27,7 +27,7 @@ def git_commit():
         return None
 
 
-def throughput(generator, n_residues=100, frames=64, repeats=2, steps=None):
+def throughput(generator, n_residues=100, frames=64, repeats=2, steps=None, temperature=None):
     """Frames/s of ``generator.generate`` on a helical poly-residue chain of ``n_residues`` (CPU timing)."""
     import numpy as np
 
@@ -40,11 +40,11 @@ def throughput(generator, n_residues=100, frames=64, repeats=2, steps=None):
     ca = torch.stack([2.3 * torch.cos(k * 1.745), 2.3 * torch.sin(k * 1.745), 1.5 * k], -1)  # alpha helix trace
     ca = ca[None].repeat(frames, 1, 1)
     lt = LayoutTensors(layout)
-    generator.generate(ca[:2], lt, steps=steps)
+    generator.generate(ca[:2], lt, steps=steps, temperature=temperature)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        generator.generate(ca, lt, steps=steps)
+        generator.generate(ca, lt, steps=steps, temperature=temperature)
         best = min(best, time.perf_counter() - t)
     return frames / best
 
@@ -59,7 +59,10 @@ def throughput(generator, n_residues=100, frames=64, repeats=2, steps=None):
 @click.option("--extra", "extra_json", default=None, help="JSON file of extra figures to record (e.g. ablations).")
 @click.option("--steps", "ddim_steps", type=int, default=None, help="Shipped default DDIM steps.")
 @click.option("--refine-steps", type=int, default=None, help="Shipped default clash-relief steps.")
-def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_json, ddim_steps, refine_steps):
+@click.option("--single-mode", type=click.Choice(["prior_mean", "ddim"]), default=None,
+              help="Shipped mode-seeking single-sample mode.")
+def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_json, ddim_steps, refine_steps,
+         single_mode):
     """Evaluate CHECKPOINT on the validation set (several sampling modes) and write the shipped weights."""
     from latcpb.model.latent_generator import LatentDiffusionGenerator
     from latcpb.training.checkpoint import model_from_checkpoint
@@ -74,6 +77,9 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
         cfg["inference"]["steps"] = ddim_steps
     if refine_steps is not None:
         cfg["inference"]["refine_steps"] = refine_steps
+    cfg["inference"].setdefault("single_mode", "ddim")
+    if single_mode is not None:
+        cfg["inference"]["single_mode"] = single_mode
     model, _ = model_from_checkpoint(checkpoint)
     d = cfg["data"]
     val_cache = os.path.join(d["cache_dir"], f"val_{os.path.basename(os.path.normpath(d['val']))}_f{d['max_frames']}.pt")
@@ -81,9 +87,11 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
     ic = cfg["inference"]
     rs = ic["refine_steps"]
     figures = {
-        "shipped_default": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=0.0,
-                                    refine_steps=rs),
+        "shipped_default": evaluate(model, val, frames_per_entry, mode=ic["single_mode"], steps=ic["steps"],
+                                    temperature=0.0, refine_steps=rs),
         "ddim_mode_T0": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=0.0),
+        "ddim_mode_T0_relief": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"],
+                                        temperature=0.0, refine_steps=rs),
         "ddim_T0_4steps": evaluate(model, val, frames_per_entry, mode="ddim", steps=4, temperature=0.0),
         "ddim_T1": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=1.0),
         "ddim_T0.5": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=0.5),
@@ -96,8 +104,8 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
     cfg_fast = json.loads(json.dumps(cfg))
     cfg_fast["inference"]["refine_steps"] = 0
     fps_no_refine = throughput(LatentDiffusionGenerator(model, cfg_fast))
-    cfg_fast["inference"]["steps"] = 4
-    fps_fast = throughput(LatentDiffusionGenerator(model, cfg_fast))
+    fps_ddim = throughput(LatentDiffusionGenerator(model, cfg_fast), temperature=0.0)
+    fps_fast = throughput(LatentDiffusionGenerator(model, cfg_fast), temperature=0.0, steps=4)
     weights = {k: (v.half() if fp16 and torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
     os.makedirs(out_dir, exist_ok=True)
     save_checkpoint(os.path.join(out_dir, "latcpb.pt"), {"config": cfg, "model": weights, "steps": state.get("steps"),
@@ -120,19 +128,20 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
                          "(chain ends excluded); side chain = atoms beyond CB; clashes = % residues with a heavy-atom"
                          " pair < 1.2 A to a non-adjacent residue"),
         "cpu_frames_per_s_100_residues": {"shipped_default": round(fps, 1),
-                                          "no_clash_relief": round(fps_no_refine, 1),
-                                          "no_clash_relief_4_ddim_steps": round(fps_fast, 1)},
+                                          "single_mode_no_clash_relief": round(fps_no_refine, 1),
+                                          f"ddim_{ic['steps']}_steps_no_relief": round(fps_ddim, 1),
+                                          "ddim_4_steps_no_relief": round(fps_fast, 1)},
         "cpu_threads": threads, "cpu_load_average_1min": os.getloadavg()[0],
         "command": "latcpb-train latcpb/configs/default.json --out runs/default && "
-                   "python -m latcpb.training.export runs/default/best.pt --log runs/default/log.jsonl",
+                   "python -m latcpb.training.export runs/default/last.pt --log runs/default/log.jsonl "
+                   f"--refine-steps {ic['refine_steps']} --single-mode {ic['single_mode']}",
     }
     if extra_json:
         with open(extra_json, encoding="utf-8") as fh:
             prov["extra"] = json.load(fh)
     with open(os.path.join(out_dir, "provenance.json"), "w", encoding="utf-8") as fh:
         json.dump(prov, fh, indent=1)
-    click.echo(f"frames/s (100 residues, CPU, {threads} threads): {fps:.1f} shipped default, "
-               f"{fps_no_refine:.1f} without clash relief, {fps_fast:.1f} without relief and 4 DDIM steps")
+    click.echo(json.dumps(prov["cpu_frames_per_s_100_residues"]))
 
 
 if __name__ == "__main__":

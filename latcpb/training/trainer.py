@@ -28,7 +28,8 @@ DEFAULT_DATA = {"train": "/work/shared/data/train", "val": "/work/shared/data/va
 DEFAULT_TRAIN = {"batch_size": 16, "autoencoder_steps": 6000, "diffusion_steps": 3000, "lr": 1e-3,
                  "diffusion_lr": 5e-4, "warmup": 200, "grad_clip": 5.0, "checkpoint_every_s": 180,
                  "val_every": 1000, "log_every": 20, "threads": 2, "scale_batches": 8}
-DEFAULT_INFERENCE = {"steps": 10, "temperature": 0.0, "eta": 0.0, "sample_temperature": 1.0, "refine_steps": 0}
+DEFAULT_INFERENCE = {"steps": 10, "temperature": 0.0, "eta": 0.0, "sample_temperature": 1.0, "refine_steps": 0,
+                     "single_mode": "prior_mean"}
 
 
 def full_config(config):
