@@ -13,7 +13,9 @@ from latcpb.errors import LatcpbInputError
 from latcpb.geometry.internal_coords import LayoutTensors
 from latcpb.io.universe_builder import allatom_universe, slot_atom_index
 from latcpb.model.generator import load_generator
+from latcpb.model.geometric import GeometryIdealizer
 
+IDEALIZE_MODES = ("peptides", "full", "none", None)
 MAX_ABS_COORDINATE = 1.0e5  # Å; larger input coordinates are treated as corrupt
 
 
@@ -58,16 +60,24 @@ class Backmapper:
 
     model: None (shipped model), "latcpb", "geometric" or a checkpoint path; samples: all-atom samples per CG
     frame; seed: makes sampling reproducible (the same seed and batch size give bit-identical output on the CPU);
-    batch_size: frames per generator call; options (e.g. steps, temperature) go to the generator.
+    batch_size: frames per generator call; idealize: "peptides" (default) imposes Engh & Huber bond lengths and
+    ideal trans peptide units (X-Pro excepted) on the generator's output, "full" also the rigid ring and planar
+    groups, "none" keeps the output as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to
+    the generator.
     """
 
-    def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, **options):
+    def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="peptides",
+                 **options):
         if samples < 1:
             raise LatcpbInputError(f"--samples {samples}: must be at least 1")
         if batch_size < 1:
             raise LatcpbInputError(f"--batch-size {batch_size}: must be at least 1")
         self.device = resolve_device(device)
         self.generator = load_generator(model, self.device)
+        if idealize not in IDEALIZE_MODES:
+            raise LatcpbInputError(f"--idealize {idealize}: choose one of {', '.join(map(str, IDEALIZE_MODES))}")
+        self.idealizer = (None if idealize in (None, "none") else
+                          GeometryIdealizer(self.device, rigid_groups=idealize == "full"))
         self.samples = samples
         self.seed = seed
         self.batch_size = batch_size
@@ -109,6 +119,8 @@ class Backmapper:
                 batch = torch.as_tensor(ca[start:start + self.batch_size], device=self.device)
                 xyz = self.generator.generate(batch, plan.layout_tensors, samples=self.samples, rng=self._rng,
                                               **self.options)
+                if self.idealizer is not None:
+                    xyz = self.idealizer(xyz, plan.layout_tensors)
                 flat = xyz.reshape(xyz.shape[0], -1, 3)[:, index]
                 out.append(flat.float().cpu().numpy())
         result = np.concatenate(out) if out else np.zeros((0, plan.n_atoms, 3), dtype=np.float32)
@@ -200,11 +212,11 @@ def _progress(total, enabled):
 
 
 def backmap_universe(universe, select="name CA", model=None, samples=1, seed=None, batch_size=32, device=None,
-                     start=None, stop=None, step=None, **options):
+                     start=None, stop=None, step=None, idealize="peptides", **options):
     """Backmap a CG MDAnalysis Universe; returns an all-atom Universe with an in-memory trajectory.
 
     ``samples`` all-atom frames are produced per CG frame (frame-major). See ``Backmapper`` for the options.
     """
     backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
-                            **options)
+                            idealize=idealize, **options)
     return backmapper.backmap_universe(universe, select=select, start=start, stop=stop, step=step)

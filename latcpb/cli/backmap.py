@@ -23,6 +23,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--steps", default=None, type=int, help="Sampler steps (model default when omitted).")
 @click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
 @click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
+@click.option("--idealize", default="peptides", show_default=True, type=click.Choice(["peptides", "full", "none"]),
+              help="Impose ideal geometry on the output: trans peptide units and bond lengths; 'full' also rigid "
+              "rings and planar groups; 'none' keeps the generator's output.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Frames per batch.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--start", default=None, type=int, help="First frame (0-based).")
@@ -36,7 +39,7 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--report", default=None, help="With --relax: report path (.json or .csv; default OUTPUT.relax.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, batch_size, device, start,
+def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, idealize, batch_size, device, start,
          stop, step, relax, hydrogens, forcefield, solvent, platform, report, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT."""
 
@@ -50,7 +53,7 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
         relax_module = _relax_module() if relax else None
         universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
-                                steps=steps, temperature=temperature)
+                                idealize=idealize, steps=steps, temperature=temperature)
         writer = None
         relaxer = None
         reports = []

@@ -19,7 +19,7 @@ from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal, internal_to_cartesian_angles
 from latcpb.geometry.nerf import bond_angle, dihedral
 
-FIXED, CHI, OFFSET, PSI = 0, 1, 2, 3
+NONE, FIXED, CHI, OFFSET, PSI = -1, 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
 ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6) for the backbone table
 N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
@@ -74,7 +74,7 @@ def _tables(ideal):
     """Arrays [20, 15] of theta (rad), torsion kind, torsion value (rad), sibling slot; anchors [20, 3, 2, 2] rad."""
     n, s = rc.N_RESTYPES, rc.ATOMS_PER_RESIDUE
     theta = np.full((n, s), math.radians(110.0))
-    kind = np.zeros((n, s), dtype=np.int64)
+    kind = np.full((n, s), NONE, dtype=np.int64)  # NONE: N, CA, C (anchors) and empty slots
     value = np.zeros((n, s))
     sibling = np.zeros((n, s), dtype=np.int64)
     anchors = np.zeros((n, 3, 2, 2))
@@ -110,16 +110,103 @@ def _tables(ideal):
     return theta, kind, value, sibling, anchors, binned, peptide
 
 
-class GeometricGenerator:
-    """Deterministic rule-based backmapping; implements ``latcpb.model.generator.Generator``."""
+def _peptide_oxygen(unit, angle_ca_c_o):
+    """Local (x, y, z) Å of O_i in the trans peptide frame: C=O 1.231 Å, in plane, on the side away from N_i+1."""
+    c = np.array(unit[:2])
+    n = np.array(unit[3:5])
+    u = -c / np.linalg.norm(c)
+    best = None
+    for sign in (1.0, -1.0):
+        a = sign * angle_ca_c_o
+        o = c + rc.BACKBONE_BONDS["C-O"] * np.array([u[0] * np.cos(a) - u[1] * np.sin(a),
+                                                    u[0] * np.sin(a) + u[1] * np.cos(a)])
+        if best is None or np.linalg.norm(o - n) > np.linalg.norm(best - n):
+            best = o
+    return np.array([best[0], best[1], 0.0])
 
-    name = "geometric"
+
+class _IdealGeometry:
+    """The fitted tables on one device, and the operations that impose them."""
 
     def __init__(self, device="cpu", ideal=None):
         self.device = torch.device(device)
         arrays = _tables(ideal or load_ideal_geometry())
         self._theta, self._kind, self._value, self._sibling, self._anchors, self._binned, self._peptide = (
             torch.as_tensor(a, device=self.device) for a in arrays)
+        self._peptide_o = torch.as_tensor(_peptide_oxygen(arrays[-1], float(arrays[0][0, 3])), device=self.device)
+
+    def _set_trans_peptides(self, xyz, lt: LayoutTensors, theta, tau, skip_proline, use_oxygen):
+        """Set the N and C internal coordinates (in ``theta``/``tau`` [B, N, 15], in place) so that every peptide
+        (i, i+1) of a chain is an ideal trans unit, turned about CA_i-CA_i+1 to where ``xyz`` has it.
+
+        The unit's +y side points towards N_i+1 and away from C_i of ``xyz`` (both lie near the CA-CA axis).
+        ``skip_proline`` leaves X-Pro peptides as they are (they may be cis); ``use_oxygen``: O_i of ``xyz`` joins
+        C_i and N_i+1 in setting the orientation.
+        """
+        n = xyz.shape[-3]
+        has_next = torch.zeros(n, dtype=torch.bool, device=xyz.device)
+        has_next[:-1] = lt.chain_index[1:] == lt.chain_index[:-1]
+        if skip_proline:
+            has_next[:-1] &= lt.restype[1:] != rc.RESTYPE_INDEX["PRO"]
+        nxt = torch.nonzero(has_next).flatten()
+        if not len(nxt):
+            return
+        ca = xyz[..., 1, :]
+        unit = self._peptide.to(xyz.dtype)
+        # orientation that best overlays the unit's C, O and N on those of xyz (O, far from the axis, weighs most)
+        axis = F.normalize(ca[..., nxt + 1, :] - ca[..., nxt, :], dim=-1)
+        members = [(xyz[..., nxt, 2, :], unit[0:3]), (xyz[..., nxt + 1, 0, :], torch.stack([unit[3], unit[4], unit[4] * 0]))]
+        if use_oxygen:
+            members.append((xyz[..., nxt, 3, :], self._peptide_o.to(xyz.dtype)))
+        toward = 0
+        for atom, local in members:
+            p = atom - ca[..., nxt, :]
+            toward = toward + local[1] * p + local[2] * torch.cross(p, axis, dim=-1)
+        x, y, z, origin = peptide_frames(ca[..., nxt, :], ca[..., nxt + 1, :], ca[..., nxt, :] + toward)
+        placed = xyz.clone()
+        placed[..., nxt, 2, :] = origin + unit[0] * x + unit[1] * y + unit[2] * z
+        placed[..., nxt + 1, 0, :] = origin + unit[3] * x + unit[4] * y
+        _, new_theta, new_tau = cartesian_to_internal(placed, lt)
+        for slot, rows in ((2, nxt), (0, nxt + 1)):
+            theta[..., rows, slot] = new_theta[..., rows, slot]
+            tau[..., rows, slot] = new_tau[..., rows, slot]
+
+
+class GeometryIdealizer(_IdealGeometry):
+    """Imposes ideal local geometry on generated heavy atoms, keeping what a generator decides.
+
+    Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
+    torsions chi1..chi4. Imposed: bond lengths (Engh & Huber), trans peptide units (X-Pro left as generated), and the
+    bond angles and torsions of rigid groups (aromatic rings, guanidinium, carboxylate and amide planes, branch
+    points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+    """
+
+    def __init__(self, device="cpu", ideal=None, rigid_groups=True):
+        super().__init__(device, ideal)
+        self.rigid_groups = rigid_groups
+
+    def __call__(self, xyz, lt: LayoutTensors):
+        _, theta, tau = cartesian_to_internal(xyz, lt)
+        if not self.rigid_groups:
+            theta, tau = theta.clone(), tau.clone()
+            self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=True, use_oxygen=True)
+            return internal_to_cartesian_angles(xyz[..., 1, :], lt, lt.bond_lengths.to(xyz.dtype), theta, tau)
+        kind = self._kind[lt.restype]
+        value = self._value[lt.restype].to(xyz.dtype)
+        rigid = (kind == FIXED) | (kind == OFFSET)
+        theta = torch.where(rigid, self._theta[lt.restype].to(xyz.dtype), theta)
+        tau = torch.where(kind == FIXED, value, tau)
+        sibling_tau = torch.gather(tau, -1, self._sibling[lt.restype].expand_as(tau))
+        tau = torch.where(kind == OFFSET, sibling_tau + value, tau).clone()
+        theta = theta.clone()
+        self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=True, use_oxygen=True)
+        return internal_to_cartesian_angles(xyz[..., 1, :], lt, lt.bond_lengths.to(xyz.dtype), theta, tau)
+
+
+class GeometricGenerator(_IdealGeometry):
+    """Deterministic rule-based backmapping; implements ``latcpb.model.generator.Generator``."""
+
+    name = "geometric"
 
     def generate(self, ca, lt: LayoutTensors, samples=1, rng=None, **options):
         """CA [B, N, 3] Å -> [B * samples, N, 15, 3] Å (identical samples)."""
@@ -146,24 +233,7 @@ class GeometricGenerator:
             tau[..., slot] = torch.where(use, cell[..., 1], tau[..., slot])
         bond = lt.bond_lengths.to(dtype)
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
-        # every peptide (i, i+1) as an ideal trans unit, turned about CA_i-CA_i+1 to where N_i+1 was placed
-        has_next = torch.zeros(n, dtype=torch.bool, device=ca.device)
-        has_next[:-1] = lt.chain_index[1:] == lt.chain_index[:-1]
-        nxt = torch.nonzero(has_next).flatten()
-        if len(nxt):
-            # the unit's +y side: towards N_i+1 and away from C_i of the first placement (both near the axis)
-            toward = ca[..., nxt, :] + (xyz[..., nxt + 1, 0, :] - xyz[..., nxt, 2, :])
-            x, y, z, origin = peptide_frames(ca[..., nxt, :], ca[..., nxt + 1, :], toward)
-            unit = self._peptide.to(dtype)
-            c_atom = origin + unit[0] * x + unit[1] * y + unit[2] * z
-            n_atom = origin + unit[3] * x + unit[4] * y
-            placed = xyz.clone()
-            placed[..., nxt, 2, :] = c_atom
-            placed[..., nxt + 1, 0, :] = n_atom
-            _, new_theta, new_tau = cartesian_to_internal(placed, lt)
-            for slot, rows in ((2, nxt), (0, nxt + 1)):
-                theta[..., rows, slot] = new_theta[..., rows, slot]
-                tau[..., rows, slot] = new_tau[..., rows, slot]
+        self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=False, use_oxygen=False)
         # O follows psi, which needs N of the next residue: place the backbone, then O and its sibling OXT
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
         n_next = torch.cat([xyz[..., 1:, 0, :], xyz[..., -1:, 0, :]], dim=-2)
