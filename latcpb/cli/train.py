@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -30,7 +31,7 @@ def main(config, resume, device, out, max_steps, quiet):
     except LatcpbInputError as exc:
         click.echo(f"latcpb-train: error: {exc}", err=True)
         sys.exit(2)
-    if result is not None and Trainer.__name__:
+    if os.environ.get("RANK", "0") == "0":
         click.echo(json.dumps({k: v for k, v in result.items() if k != "best"}))
 
 
