@@ -166,6 +166,9 @@ class Backmapper:
                     yield plan, np.asarray(indices), positions
                     bar.update(len(batch))
                     batch, indices = [], []
+        except BaseException:
+            bar.leave = False  # an error message follows: do not leave a half-filled bar above it
+            raise
         finally:
             bar.close()
 

@@ -106,8 +106,6 @@ def test_truncated_xtc(tmp_path, trp):
     run_bad(tmp_path, [str(cut), "--top", trp["top"]], [str(cut), "27 of 28"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a partial frame after whole frames of an XTC is silently dropped "
-                   "(MDAnalysis offsets skip it); load_universe should report the trailing bytes")
 def test_truncated_xtc_partial_last_frame(tmp_path, trp):
     data = open(trp["traj"], "rb").read()
     cut = tmp_path / "cut.xtc"
@@ -184,8 +182,6 @@ def test_gro_output_of_a_trajectory(tmp_path, trp):
     run_bad(tmp_path, [trp["traj"], "--top", trp["top"], "--batch-size", "4"], ["aa.gro"], out_name="aa.gro")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: aa.pdb (written beside aa.xtc with the first batch) is left behind "
-                   "when a later batch fails; the CLI should write/rename it only when the whole output succeeds")
 @pytest.mark.parametrize("case", ["nan", "truncated"])
 def test_failure_in_a_later_batch_leaves_nothing(tmp_path, trp, case):
     if case == "nan":
@@ -196,7 +192,6 @@ def test_failure_in_a_later_batch_leaves_nothing(tmp_path, trp, case):
     run_bad(tmp_path, [str(traj), "--top", str(top), "--batch-size", "4"], [str(traj)])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: without --quiet the progress bar stays on stderr above the error line")
 def test_frame_error_without_quiet_is_one_line(tmp_path, trp):
     top, traj = write_cg(trp["u"], tmp_path, traj_ext="dcd", edit=_edit_frame(np.nan))
     run_bad(tmp_path, [str(traj), "--top", str(top), "--batch-size", "4"], ["frame 20"], out_name="aa.pdb",
@@ -289,12 +284,9 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, long_job):
     assert "Traceback" not in stderr
     left = sorted(os.listdir(out))
     assert not [f for f in left if ".partial" in f or f.endswith(".xtc")], left
-    if left:
-        pytest.xfail(f"BUG: {left} left behind (aa.pdb is renamed into place with the first batch)")
+    assert not left, left
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SIGTERM (kill, batch schedulers) kills the process without cleanup; "
-                   "the .partial file is left in the output directory")
 def test_sigterm_leaves_no_partial_output(tmp_path, long_job):
     import signal
 

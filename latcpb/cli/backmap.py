@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -9,7 +10,7 @@ from latcpb.backmapper import Backmapper
 from latcpb.cli.common import run_reporting_errors
 from latcpb.errors import LatcpbInputError
 from latcpb.io.reader import load_universe
-from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topology_path_for, write_structure
+from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topology_path_for
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,7 +55,7 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
         universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                                 idealize=idealize, steps=steps, temperature=temperature)
-        writer = None
+        writer = topology_writer = None
         relaxer = None
         reports = []
         try:
@@ -70,15 +71,21 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
                     reports.extend(batch_reports)
                 if writer is None:
                     writer = AtomicWriter(output, len(batch.atoms))
-                    if top_path:
+                    if top_path:  # the topology beside a trajectory: renamed into place with it, at the end
+                        topology_writer = AtomicWriter(top_path, len(batch.atoms))
                         batch.trajectory[0]
-                        write_structure(top_path, batch.atoms)
+                        topology_writer.write(batch.atoms)
                 for _ in batch.trajectory:
                     writer.write(batch.atoms)
             writer.close()
+            if topology_writer is not None:
+                topology_writer.close()
         except BaseException:
-            if writer is not None:
-                writer.abort()
+            for partial in (writer, topology_writer):
+                if partial is not None:
+                    partial.abort()
+            if writer is not None and writer.closed and os.path.exists(output):
+                os.unlink(output)  # the trajectory was complete but its topology failed
             raise
         if relax_module is not None:
             relax_module.write_report(reports, report or output + ".relax.json")

@@ -1,6 +1,7 @@
 """Shared CLI plumbing: one-line errors with exit code 2 unless --debug."""
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 
@@ -12,7 +13,16 @@ EXIT_BAD_INPUT = 2
 
 
 def run_reporting_errors(prog: str, debug: bool, body) -> None:
-    """Run ``body()``; bad input -> 'prog: error: ...' on stderr and exit 2 (traceback only with --debug)."""
+    """Run ``body()``; bad input -> 'prog: error: ...' on stderr and exit 2 (traceback only with --debug).
+
+    SIGTERM (kill, batch schedulers) is turned into KeyboardInterrupt while ``body`` runs, so that partial output
+    is removed as on Ctrl-C.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        previous = None
     try:
         body()
     except LatcpbInputError as err:
@@ -29,3 +39,10 @@ def run_reporting_errors(prog: str, debug: bool, body) -> None:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         click.echo(f"{prog}: error: {type(err).__name__}: {first} (rerun with --debug for details)", err=True)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 
 import MDAnalysis as mda
@@ -43,4 +44,31 @@ def load_universe(topology: str, trajectory: str | None = None) -> mda.Universe:
             raise LatcpbInputError(f"{trajectory}: cannot read as a trajectory ({message})") from err
     if len(universe.trajectory) == 0:
         raise LatcpbInputError(f"{trajectory or topology}: the trajectory holds no frames")
+    if trajectory is not None and trajectory.lower().endswith(".xtc"):
+        _check_xtc_complete(trajectory, universe.trajectory)
     return universe
+
+
+def _check_xtc_complete(path: str, reader) -> None:
+    """Raise if bytes follow the last whole frame of an XTC file (a frame cut off: MDAnalysis skips it silently).
+
+    The end of the last frame is read from its header: 92 header bytes, then the compressed coordinates
+    (their byte count rounded up to 4); files of fewer than 10 atoms store 12 bytes per atom uncompressed.
+    """
+    try:
+        offset = int(reader._xdr.offsets[-1])
+    except (AttributeError, IndexError):  # not MDAnalysis' XDR-based reader: nothing to check
+        return
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        header = fh.read(92)
+    n_atoms = struct.unpack(">i", header[4:8])[0]
+    if n_atoms <= 9:
+        end = offset + 56 + 4 + 12 * n_atoms
+    else:
+        n_bytes = struct.unpack(">i", header[88:92])[0]
+        end = offset + 92 + (n_bytes + 3) // 4 * 4
+    if size > end:
+        raise LatcpbInputError(f"{path}: {size - end} bytes after the last whole frame ({len(reader)}): the file is"
+                               " truncated or damaged")

@@ -61,6 +61,7 @@ class AtomicWriter:
             warnings.simplefilter("ignore")
             self._writer = mda.Writer(self._tmp, n_atoms=n_atoms, format=self.format, **kwargs)
         self.n_frames = 0
+        self.closed = False
 
     def write(self, atoms) -> None:
         if self.n_frames and not self.multiframe:
@@ -75,9 +76,12 @@ class AtomicWriter:
         """Finish the file and move it to its final name."""
         self._writer.close()
         os.replace(self._tmp, self.path)
+        self.closed = True
 
     def abort(self) -> None:
-        """Drop the temporary file."""
+        """Drop the temporary file (nothing to do once closed)."""
+        if self.closed:
+            return
         try:
             self._writer.close()
         except Exception:  # the writer may be in any state after an error; the file is removed anyway
@@ -95,8 +99,3 @@ class AtomicWriter:
             self.abort()
         return False
 
-
-def write_structure(path: str, atoms) -> None:
-    """Write one frame (a topology file such as ``aa.pdb``) atomically."""
-    with AtomicWriter(path, len(atoms)) as writer:
-        writer.write(atoms)
