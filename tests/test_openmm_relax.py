@@ -205,3 +205,17 @@ def test_relaxer_reused_across_batches():
     assert second.atoms.positions.shape == first.atoms.positions.shape
     with pytest.raises(LatcpbInputError, match="built for"):
         relaxer.relax_universe(universe(T0922), progress=False)
+
+
+def test_chain_gap_gets_carboxylates_and_relaxes():
+    """A chain break (CA-CA > 4.2 Å) inside one chain ID: OpenMM needs a C terminus with OXT before the gap; it is
+    built while that residue is the last one created (OpenMM wants a residue's atoms contiguous)."""
+    import latcpb
+
+    # residues 40-42 left out of the CG beads: a gap inside chain A
+    aa = latcpb.backmap_universe(universe(T0922), select="name CA and not resid 40:42", model="geometric")
+    hs = heavy_structure(aa.atoms)
+    assert (hs.source_index == -1).sum() == 1  # the fragment before the gap gets an OXT; the chain end has one
+    out, reports = relax_universe(aa, progress=False)
+    assert reports[0].status == "ok" and reports[0].ca_drift_rms < 0.1
+    assert len(out.atoms) == len(aa.atoms)

@@ -141,6 +141,18 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
     residues = atoms.residues
     atom_rows = _rows_by_residue(atoms)
     chain_residues = []  # per chain: list of (residue, {name: topology index})
+
+    def close_chain():
+        """Carboxylate oxygen on the chain's C-terminal residue if it lacks one; added while that residue is the
+        last one created, since OpenMM wants the atoms of a residue contiguous."""
+        if not chain_residues or not chain_residues[-1]:
+            return
+        residue, names = chain_residues[-1][-1]
+        if residue.name in rc.RESTYPE_INDEX and "OXT" not in names and all(k in names for k in ("C", "CA", "O")):
+            oxt = top.addAtom("OXT", app.element.oxygen, residue).index
+            missing_oxt.append((oxt, names["C"], names["CA"], names["O"]))
+            source_index.append(-1)
+
     for res_ix, rows in zip(residues.resindices, atom_rows):
         first = rows[0]
         raw = str(atoms[first].resname).strip()
@@ -151,6 +163,7 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
         gap = (prev_ca is not None and ca is not None
                and np.linalg.norm(ca - prev_ca) > CHAIN_BREAK_DISTANCE)
         if chain is None or key != prev_key or gap:
+            close_chain()
             chain = top.addChain(id=str(chain_ids[first]).strip() or str(segids[first]).strip() or "A")
             chain_residues.append([])
         prev_key, prev_ca = key, (ca if ca is not None else prev_ca)
@@ -174,17 +187,8 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
             names[name] = top.addAtom(name, _element(name, elements[i]), residue).index
             source_index.append(i)
         chain_residues[-1].append((residue, names))
-    # carboxylate oxygen on C-terminal residues that lack it
-    for residues_of_chain in chain_residues:
-        residue, names = residues_of_chain[-1]
-        if residue.name in rc.RESTYPE_INDEX and "OXT" not in names and all(k in names for k in ("C", "CA", "O")):
-            oxt = top.addAtom("OXT", app.element.oxygen, residue).index
-            missing_oxt.append((oxt, names["C"], names["CA"], names["O"]))
-            source_index.append(-1)
-    # addAtom appends: atom indices follow creation order, but OXT atoms were created last; reorder topology so
-    # atoms of a residue are contiguous (OpenMM does not require it, MDAnalysis writers prefer it)
+    close_chain()
     hs = HeavyStructure(top, np.asarray(source_index, dtype=np.int64), variants, labels, missing_oxt)
-    hs = _contiguous(hs)
     hs.topology.createStandardBonds()
     pos = hs.positions(xyz)
     _create_disulfides(hs.topology, pos)
@@ -204,24 +208,6 @@ def _rows_by_residue(atoms):
     for i, rix in enumerate(atoms.resindices):
         order.setdefault(int(rix), []).append(i)
     return list(order.values())
-
-
-def _contiguous(hs: HeavyStructure) -> HeavyStructure:
-    """Copy of ``hs`` whose topology lists the atoms residue by residue."""
-    old = list(hs.topology.atoms())
-    top = app.Topology()
-    new_index = {}
-    for chain in hs.topology.chains():
-        c = top.addChain(id=chain.id)
-        for res in chain.residues():
-            r = top.addResidue(res.name, c, id=res.id, insertionCode=res.insertionCode)
-            for a in res.atoms():
-                new_index[a.index] = top.addAtom(a.name, a.element, r).index
-    perm = np.empty(len(old), dtype=np.int64)
-    for o, n in new_index.items():
-        perm[n] = o
-    oxt = [(new_index[a], new_index[b], new_index[c], new_index[d]) for a, b, c, d in hs.missing_oxt]
-    return HeavyStructure(top, hs.source_index[perm], hs.variants, hs.residue_labels, oxt)
 
 
 def _create_disulfides(top: app.Topology, pos: np.ndarray, cutoff=2.5):
