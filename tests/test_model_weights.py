@@ -1,7 +1,6 @@
 """The shipped weights load through ``load_generator`` and backmap a validation protein (T0922) accurately."""
 import os
 
-import numpy as np
 import pytest
 import torch
 

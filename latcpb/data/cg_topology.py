@@ -38,11 +38,12 @@ class ResidueTopology:
         return "".join(ONE_LETTER[r] for r in self.resnames)
 
 
-def _attr(group, name, default):
+def topology_attr(group, name, default=""):
+    """A per-atom string attribute of an AtomGroup ([n] str), or ``default`` everywhere where the topology lacks it."""
     try:
-        return np.asarray(getattr(group, name))
-    except (AttributeError, Exception):  # MDAnalysis raises NoDataError (an AttributeError/ValueError)
-        return np.full(len(group), default)
+        return np.asarray(getattr(group, name)).astype(str)
+    except Exception:  # MDAnalysis raises NoDataError (an AttributeError/ValueError subclass)
+        return np.full(len(group), default, dtype=object).astype(str)
 
 
 def describe_residue(resname, resid, chain_id=""):
@@ -72,8 +73,8 @@ def residue_topology(beads, ca_xyz, source="input", break_distance=CHAIN_BREAK_D
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise LatcpbInputError(f"{source}: unknown residue names (not standard amino acids): {shown}")
-    chain_ids = _attr(beads, "chainIDs", "").astype(str)
-    segids = _attr(beads, "segids", "").astype(str)
+    chain_ids = topology_attr(beads, "chainIDs")
+    segids = topology_attr(beads, "segids")
     if not np.isfinite(ca_xyz).all():
         raise LatcpbInputError(f"{source}: non-finite (NaN or inf) coordinates in the first frame")
     # molecule = chain ID (or segment where chain IDs are absent); chains split further at CA-CA breaks
@@ -94,5 +95,5 @@ def residue_topology(beads, ca_xyz, source="input", break_distance=CHAIN_BREAK_D
             f" 1 residue (chains split at chain IDs and at CA-CA > {break_distance} Å); at least 2 are needed")
     restype = np.array([RESTYPE_INDEX[r] for r in resnames])
     layout = ResidueLayout.from_chains(restype, chain_index, has_oxt)
-    icodes = _attr(beads, "icodes", "").astype(str)
+    icodes = topology_attr(beads, "icodes")
     return ResidueTopology(resnames.astype(str), np.asarray(beads.resids), icodes, chain_ids, segids, layout)

@@ -13,6 +13,7 @@ from latcpb.data.featurize import map_allatom, slot_assignment, standard_residue
 from latcpb.data.names import normalize_resname
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
+from latcpb.data.cg_topology import topology_attr
 
 S = rc.ATOMS_PER_RESIDUE
 BACKBONE_SLOTS = np.array([0, 1, 2, 3])          # N, CA, C, O
@@ -94,20 +95,13 @@ class _SlotMap:
         return len(self.resnames)
 
 
-def _attr(group, name, default):
-    try:
-        return np.asarray(getattr(group, name)).astype(str)
-    except Exception:  # MDAnalysis NoDataError
-        return np.full(len(group), default)
-
-
 def _slot_map(atoms) -> _SlotMap:
     """Slot mapping of a generated AtomGroup. Unlike ``map_allatom`` it does not split chains at CA-CA gaps:
     a generated structure is scored however distorted it is."""
     ca = standard_residue_cas(atoms)
     resnames = np.array([normalize_resname(r) for r in ca.resnames], dtype=object).astype(str)
     src, dst, present = slot_assignment(atoms, ca, resnames)
-    return _SlotMap(_attr(ca, "chainIDs", ""), np.asarray(ca.resids), _attr(ca, "icodes", ""), resnames,
+    return _SlotMap(topology_attr(ca, "chainIDs"), np.asarray(ca.resids), topology_attr(ca, "icodes"), resnames,
                     src, dst, present)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import openmm.app as app
 import openmm.unit as unit
 
-from latcpb.data.cg_topology import CHAIN_BREAK_DISTANCE, describe_residue
+from latcpb.data.cg_topology import CHAIN_BREAK_DISTANCE, describe_residue, topology_attr
 from latcpb.data.names import is_hydrogen, normalize_atomname, normalize_resname
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
@@ -132,8 +132,8 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
         elements = list(atoms.elements)
     except Exception:  # MDAnalysis NoDataError: decide by name
         elements = [None] * len(atoms)
-    chain_ids = _attr(atoms, "chainIDs", "")
-    segids = _attr(atoms, "segids", "")
+    chain_ids = topology_attr(atoms, "chainIDs", "")
+    segids = topology_attr(atoms, "segids", "")
     top = app.Topology()
     source_index, variants, labels, missing_oxt = [], [], [], []
     chain = None
@@ -169,7 +169,7 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
         prev_key, prev_ca = key, (ca if ca is not None else prev_ca)
         atoms_res = atoms[first]
         residue = top.addResidue(resname, chain, id=str(atoms_res.resid),
-                                 insertionCode=str(_attr(atoms[[first]], "icodes", "")[0]).strip())
+                                 insertionCode=str(topology_attr(atoms[[first]], "icodes", "")[0]).strip())
         labels.append(describe_residue(raw, atoms_res.resid, str(chain_ids[first])))
         if histidine != "auto" and resname == "HIS":
             variants.append(histidine)
@@ -193,13 +193,6 @@ def heavy_structure(atoms, xyz=None, histidine="auto", source="input") -> HeavyS
     pos = hs.positions(xyz)
     _create_disulfides(hs.topology, pos)
     return hs
-
-
-def _attr(group, name, default):
-    try:
-        return np.asarray(getattr(group, name)).astype(str)
-    except Exception:  # NoDataError
-        return np.full(len(group), default, dtype=object)
 
 
 def _rows_by_residue(atoms):
