@@ -76,6 +76,7 @@ class LayoutTensors:
 
     def __init__(self, layout: ResidueLayout, device=None):
         as_long = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
+        self.layout = layout
         self.restype = as_long(layout.restype)
         self.chain_index = as_long(layout.chain_index)
         self.atom_mask = torch.as_tensor(layout.atom_mask, device=device)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal, internal_to_cartesian_angles
 from latcpb.geometry.nerf import bond_angle, dihedral
+from latcpb.model.cg_features import chain_ends
 
 NONE, FIXED, CHI, OFFSET, PSI = -1, 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
@@ -212,8 +213,8 @@ class GeometricGenerator(_IdealGeometry):
         """CA [B, N, 3] Å -> [B * samples, N, 15, 3] Å (identical samples)."""
         dtype = ca.dtype
         n = ca.shape[-2]
-        idx = torch.arange(n, device=ca.device)
-        position = torch.where(lt.n_ref_b == idx + 1, 0, torch.where(lt.c_ref_a == idx - 1, 2, 1))  # [N]
+        first, last = chain_ends(lt)
+        position = torch.where(first, 0, torch.where(last, 2, 1))        # [N] first / interior / last
         theta = self._theta[lt.restype].to(dtype).clone()                 # [N, 15]
         anchors = self._anchors[lt.restype, position].to(dtype)          # [N, 2, 2]
         theta[:, 0], theta[:, 2] = anchors[:, 0, 0], anchors[:, 1, 0]
@@ -238,8 +239,7 @@ class GeometricGenerator(_IdealGeometry):
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
         n_next = torch.cat([xyz[..., 1:, 0, :], xyz[..., -1:, 0, :]], dim=-2)
         psi = dihedral(xyz[..., 0, :], xyz[..., 1, :], xyz[..., 2, :], n_next)
-        is_last = lt.c_ref_a == idx - 1
-        psi = torch.where(is_last, math.radians(LAST_RESIDUE_PSI_DEG), psi)
+        psi = torch.where(last, math.radians(LAST_RESIDUE_PSI_DEG), psi)
         tau = torch.where(kind == PSI, psi[..., None] + value, tau)
         sibling_tau = torch.gather(tau, -1, self._sibling[lt.restype].expand_as(tau))
         tau = torch.where(kind == OFFSET, sibling_tau + value, tau)

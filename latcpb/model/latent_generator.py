@@ -6,14 +6,6 @@ import torch
 
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
-from latcpb.model.cg_features import chain_ends
-
-
-def layout_of(lt: LayoutTensors) -> ResidueLayout:
-    """The ``ResidueLayout`` a ``LayoutTensors`` was built from (restype, chains from the anchors, OXT flags)."""
-    first, _ = chain_ends(lt)
-    chain = (torch.cumsum(first.long(), 0) - 1).cpu().numpy()
-    return ResidueLayout.from_chains(lt.restype.cpu().numpy(), chain, lt.atom_mask[:, rc.OXT_SLOT].cpu().numpy())
 
 
 def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
@@ -62,7 +54,7 @@ class LatentDiffusionGenerator:
         eta = self.inference["eta"] if eta is None else eta
         b, n, _ = ca.shape
         out_dtype = ca.dtype if torch.is_floating_point(ca) else torch.float32
-        layout = layout_of(lt)
+        layout = lt.layout
         per_chunk = max(1, self.max_residues // max(1, n))
         xyz_all = ca.to(self.device, torch.float32).repeat_interleave(samples, dim=0)  # [B*samples, N, 3]
         total = xyz_all.shape[0]
