@@ -1,8 +1,9 @@
-"""Rule-based baseline generator (``--model geometric``): fixed internal coordinates, most frequent rotamers.
+"""Rule-based geometry: the baseline generator (``--model geometric``) and the idealiser of generated output.
 
-Backbone N and C are placed from the CA trace with the mean internal coordinates of their chain position, O from
-the backbone torsion psi, side chains in the most frequent rotamer of the training data. Angles, fixed torsions and
-rotamers come from ``geometry/data/ideal_geometry.json`` (``python -m latcpb.tools.fit_ideal_geometry``); bond
+Baseline: backbone N and C from the CA trace with internal coordinates binned by the local CA-trace shape (mean
+values of their chain position at chain ends), every peptide then made an ideal trans unit, O from the backbone
+torsion psi, side chains in the most frequent rotamer of the training data. Angles, fixed torsions, rotamers and the
+peptide unit come from ``geometry/data/ideal_geometry.json`` (``python -m latcpb.tools.fit_ideal_geometry``); bond
 lengths from the Engh & Huber table. Deterministic: every sample is the same structure.
 """
 from __future__ import annotations
@@ -46,13 +47,12 @@ def ca_trace_descriptors(ca, chain_index):
     return angle, dihedral_n, dihedral_c, ok
 
 
-def peptide_frames(ca_i, ca_next, n_next):
-    """Orthonormal frame of the peptide between CA_i and CA_i+1: x along CA-CA, y towards N_i+1 ([..., 3] each).
-
-    Returns (x, y, z, origin = CA_i).
+def peptide_frames(ca_i, ca_next, toward):
+    """Orthonormal frame of the peptide between CA_i and CA_i+1: x along CA-CA, y perpendicular to it towards the
+    point ``toward`` (N_i+1 when fitting the unit), ([..., 3] each). Returns (x, y, z, origin = CA_i).
     """
     x = F.normalize(ca_next - ca_i, dim=-1)
-    v = n_next - ca_i
+    v = toward - ca_i
     y = F.normalize(v - (v * x).sum(-1, keepdim=True) * x, dim=-1)
     return x, y, torch.cross(x, y, dim=-1), ca_i
 
@@ -72,7 +72,8 @@ def load_ideal_geometry():
 
 
 def _tables(ideal):
-    """Arrays [20, 15] of theta (rad), torsion kind, torsion value (rad), sibling slot; anchors [20, 3, 2, 2] rad."""
+    """Arrays [20, 15] of theta (rad), torsion kind, torsion value (rad), sibling slot; anchors [20, 3, 2, 2] rad;
+    backbone bins [6, 18, 2, 2] rad (NaN where empty); trans peptide unit [5] Å (C x, y, z, N x, y)."""
     n, s = rc.N_RESTYPES, rc.ATOMS_PER_RESIDUE
     theta = np.full((n, s), math.radians(110.0))
     kind = np.full((n, s), NONE, dtype=np.int64)  # NONE: N, CA, C (anchors) and empty slots
@@ -136,6 +137,12 @@ class _IdealGeometry:
             torch.as_tensor(a, device=self.device) for a in arrays)
         self._peptide_o = torch.as_tensor(_peptide_oxygen(arrays[-1], float(arrays[0][0, 3])), device=self.device)
 
+    def _sibling_offsets(self, tau, restype):
+        """Torsions [B, N, 15] with every OFFSET atom set to its sibling's torsion plus the fitted offset."""
+        kind = self._kind[restype]
+        sibling_tau = torch.gather(tau, -1, self._sibling[restype].expand_as(tau))
+        return torch.where(kind == OFFSET, sibling_tau + self._value[restype].to(tau.dtype), tau)
+
     def _set_trans_peptides(self, xyz, lt: LayoutTensors, theta, tau, skip_proline, use_oxygen):
         """Set the N and C internal coordinates (in ``theta``/``tau`` [B, N, 15], in place) so that every peptide
         (i, i+1) of a chain is an ideal trans unit, turned about CA_i-CA_i+1 to where ``xyz`` has it.
@@ -156,7 +163,8 @@ class _IdealGeometry:
         unit = self._peptide.to(xyz.dtype)
         # orientation that best overlays the unit's C, O and N on those of xyz (O, far from the axis, weighs most)
         axis = F.normalize(ca[..., nxt + 1, :] - ca[..., nxt, :], dim=-1)
-        members = [(xyz[..., nxt, 2, :], unit[0:3]), (xyz[..., nxt + 1, 0, :], torch.stack([unit[3], unit[4], unit[4] * 0]))]
+        members = [(xyz[..., nxt, 2, :], unit[0:3]),
+                   (xyz[..., nxt + 1, 0, :], torch.stack([unit[3], unit[4], torch.zeros_like(unit[4])]))]
         if use_oxygen:
             members.append((xyz[..., nxt, 3, :], self._peptide_o.to(xyz.dtype)))
         toward = 0
@@ -177,9 +185,9 @@ class GeometryIdealizer(_IdealGeometry):
     """Imposes ideal local geometry on generated heavy atoms, keeping what a generator decides.
 
     Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
-    torsions chi1..chi4. Imposed: bond lengths (Engh & Huber), trans peptide units (X-Pro left as generated), and the
-    bond angles and torsions of rigid groups (aromatic rings, guanidinium, carboxylate and amide planes, branch
-    points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+    torsions chi1..chi4. Imposed: bond lengths (Engh & Huber), trans peptide units (X-Pro left as generated), and with
+    ``rigid_groups`` the bond angles and torsions of rigid groups (aromatic rings, guanidinium, carboxylate and amide
+    planes, branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
     def __init__(self, device="cpu", ideal=None, rigid_groups=True):
@@ -188,18 +196,13 @@ class GeometryIdealizer(_IdealGeometry):
 
     def __call__(self, xyz, lt: LayoutTensors):
         _, theta, tau = cartesian_to_internal(xyz, lt)
-        if not self.rigid_groups:
-            theta, tau = theta.clone(), tau.clone()
-            self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=True, use_oxygen=True)
-            return internal_to_cartesian_angles(xyz[..., 1, :], lt, lt.bond_lengths.to(xyz.dtype), theta, tau)
-        kind = self._kind[lt.restype]
-        value = self._value[lt.restype].to(xyz.dtype)
-        rigid = (kind == FIXED) | (kind == OFFSET)
-        theta = torch.where(rigid, self._theta[lt.restype].to(xyz.dtype), theta)
-        tau = torch.where(kind == FIXED, value, tau)
-        sibling_tau = torch.gather(tau, -1, self._sibling[lt.restype].expand_as(tau))
-        tau = torch.where(kind == OFFSET, sibling_tau + value, tau).clone()
-        theta = theta.clone()
+        if self.rigid_groups:
+            kind = self._kind[lt.restype]
+            rigid = (kind == FIXED) | (kind == OFFSET)
+            theta = torch.where(rigid, self._theta[lt.restype].to(xyz.dtype), theta)
+            tau = self._sibling_offsets(torch.where(kind == FIXED, self._value[lt.restype].to(xyz.dtype), tau),
+                                        lt.restype)
+        theta, tau = theta.clone(), tau.clone()
         self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=True, use_oxygen=True)
         return internal_to_cartesian_angles(xyz[..., 1, :], lt, lt.bond_lengths.to(xyz.dtype), theta, tau)
 
@@ -240,8 +243,6 @@ class GeometricGenerator(_IdealGeometry):
         n_next = torch.cat([xyz[..., 1:, 0, :], xyz[..., -1:, 0, :]], dim=-2)
         psi = dihedral(xyz[..., 0, :], xyz[..., 1, :], xyz[..., 2, :], n_next)
         psi = torch.where(last, math.radians(LAST_RESIDUE_PSI_DEG), psi)
-        tau = torch.where(kind == PSI, psi[..., None] + value, tau)
-        sibling_tau = torch.gather(tau, -1, self._sibling[lt.restype].expand_as(tau))
-        tau = torch.where(kind == OFFSET, sibling_tau + value, tau)
+        tau = self._sibling_offsets(torch.where(kind == PSI, psi[..., None] + value, tau), lt.restype)
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
         return xyz.repeat_interleave(samples, dim=0)
