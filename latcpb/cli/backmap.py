@@ -40,8 +40,8 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--report", default=None, help="With --relax: report path (.json or .csv; default OUTPUT.relax.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, idealize, batch_size, device, start,
-         stop, step, relax, hydrogens, forcefield, solvent, platform, report, quiet, debug):
+def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, idealize, batch_size, device,
+         start, stop, step, relax, hydrogens, forcefield, solvent, platform, report, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT."""
 
     def body():
