@@ -40,6 +40,7 @@ HEADLINE = [  # (key, column title, format)
     ("torsion_kl", "torsion KL", ".3f"),
     ("d_residues", "D residues", ".2f"),
     ("cis_peptides", "non-Pro cis", ".2f"),
+    ("cis_peptides_spurious", "spurious non-Pro cis", ".2f"),
     ("ca_rmsd", "CA RMSD (Å)", ".3f"),
 ]
 DETAIL = [
@@ -55,17 +56,19 @@ DETAIL = [
 ]
 
 
-def _method_name(model: str) -> str:
-    return "latcpb" if model in ("default", "latcpb") else f"latcpb-{Path(model).stem}"
+def _method_name(model: str, temperature=None) -> str:
+    name = "latcpb" if model in ("default", "latcpb") else f"latcpb-{Path(model).stem}"
+    return name if temperature is None else f"{name}-T{temperature:g}"
 
 
-def run_latcpb(model: str, ref_entries, max_frames, samples, batch_size, device, seed):
-    """Backmap every entry with one LatCPB model; yields (entry name, gen Universe, seconds, frames)."""
+def run_latcpb(model: str, ref_entries, max_frames, samples, batch_size, device, seed, temperature=None):
+    """Backmap every entry with one LatCPB model; yields (entry name, gen Universe, seconds, frames).
+    ``temperature``: sample the model's learned distribution (``--temperature``) instead of its mode-seeking default."""
     import latcpb
 
     t0 = time.perf_counter()
     bm = latcpb.Backmapper(model=None if model == "default" else model, samples=samples, seed=seed,
-                           device=device, batch_size=batch_size)
+                           device=device, batch_size=batch_size, temperature=temperature)
     load_s = time.perf_counter() - t0
     warm = True
     for entry in ref_entries:
@@ -279,6 +282,8 @@ def main(argv=None):
     p.add_argument("--entries", nargs="*", help="only these entries (names of INDEX.tsv)")
     p.add_argument("--max-frames", type=int, default=None, help="first N frames of each entry (default: all)")
     p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="LatCPB models sample at this temperature (method named latcpb-T<t>); default: mode-seeking")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
@@ -302,7 +307,8 @@ def main(argv=None):
             e["frames"] = min(e["frames"], args.max_frames)
     args.out.mkdir(parents=True, exist_ok=True)
     per_entry = {}
-    methods = [(_method_name(m), m) for m in args.models] + ([("pulchra", None)] if args.pulchra else [])
+    methods = ([(_method_name(m, args.temperature), m) for m in args.models]
+               + ([("pulchra", None)] if args.pulchra else []))
     for name, model in methods:
         print(f"{name}:", flush=True)
         if name in args.reuse:
@@ -316,7 +322,7 @@ def main(argv=None):
             runs = run_pulchra(ref_entries, args.max_frames, args.cache)
         else:
             runs = run_latcpb(model, ref_entries, args.max_frames, args.samples, args.batch_size, args.device,
-                              args.seed)
+                              args.seed, args.temperature)
         per_entry[name] = score_method(name, runs, args.samples, args.out)
     notes = []
     if any(m in ("default", "latcpb") for m in args.models):

@@ -15,7 +15,7 @@ from latcpb.io.universe_builder import allatom_universe, slot_atom_index
 from latcpb.model.generator import load_generator
 from latcpb.model.geometric import GeometryIdealizer
 
-IDEALIZE_MODES = ("peptides", "full", "none", None)
+IDEALIZE_MODES = ("standard", "full", "none", None)
 MAX_ABS_COORDINATE = 1.0e5  # Å; larger input coordinates are treated as corrupt
 
 
@@ -60,13 +60,13 @@ class Backmapper:
 
     model: None (shipped model), "latcpb", "geometric" or a checkpoint path; samples: all-atom samples per CG
     frame; seed: makes sampling reproducible (the same seed and batch size give bit-identical output on the CPU);
-    batch_size: frames per generator call; idealize: "peptides" (default) imposes Engh & Huber bond lengths and
-    ideal trans peptide units (X-Pro excepted) on the generator's output, "full" also the rigid ring and planar
-    groups, "none" keeps the output as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to
-    the generator.
+    batch_size: frames per generator call; idealize: "standard" (default) imposes Engh & Huber bond lengths, ideal
+    trans peptide units (where the CA trace is trans), planar aromatic rings and closed proline rings on the
+    generator's output, "full" also the other rigid groups (planar groups, branch points), "none" keeps the output
+    as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to the generator.
     """
 
-    def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="peptides",
+    def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="standard",
                  **options):
         if samples < 1:
             raise LatcpbInputError(f"--samples {samples}: must be at least 1")
@@ -77,7 +77,7 @@ class Backmapper:
         if idealize not in IDEALIZE_MODES:
             raise LatcpbInputError(f"--idealize {idealize}: choose one of {', '.join(map(str, IDEALIZE_MODES))}")
         self.idealizer = (None if idealize in (None, "none") else
-                          GeometryIdealizer(self.device, rigid_groups=idealize == "full"))
+                          GeometryIdealizer(self.device, level=idealize))
         self.samples = samples
         self.seed = seed
         self.batch_size = batch_size
@@ -138,7 +138,7 @@ class Backmapper:
         """
         source = source or _describe(universe)
         beads = _select(universe, select, source)
-        frames = universe.trajectory[start:stop:step]
+        frames = universe.universe.trajectory[start:stop:step]  # a Universe, or an AtomGroup of one
         n_frames = len(frames)
         if n_frames == 0:
             raise LatcpbInputError(f"{source}: no frames selected (start={start}, stop={stop}, step={step})")
@@ -173,7 +173,8 @@ class Backmapper:
             bar.close()
 
     def backmap_universe(self, universe, select="name CA", start=None, stop=None, step=None, progress=False):
-        """All-atom Universe (in-memory trajectory, ``samples`` frames per CG frame) of a CG Universe."""
+        """All-atom Universe (in-memory trajectory, ``samples`` frames per CG frame) of a CG Universe (or of the
+        ``select`` atoms of an AtomGroup)."""
         plan, chunks = None, []
         for plan, _, positions in self.iter_backmap(universe, select, start, stop, step, progress=progress):
             chunks.append(positions)
@@ -182,7 +183,7 @@ class Backmapper:
 
 def _describe(universe) -> str:
     try:
-        return universe.filename or "universe"
+        return universe.universe.filename or "universe"
     except AttributeError:
         return "universe"
 
@@ -215,8 +216,9 @@ def _progress(total, enabled):
 
 
 def backmap_universe(universe, select="name CA", model=None, samples=1, seed=None, batch_size=32, device=None,
-                     start=None, stop=None, step=None, idealize="peptides", **options):
-    """Backmap a CG MDAnalysis Universe; returns an all-atom Universe with an in-memory trajectory.
+                     start=None, stop=None, step=None, idealize="standard", **options):
+    """Backmap a CG MDAnalysis Universe (or AtomGroup, e.g. ``u.select_atoms("protein")``); returns an all-atom
+    Universe with an in-memory trajectory.
 
     ``samples`` all-atom frames are produced per CG frame (frame-major). See ``Backmapper`` for the options.
     """

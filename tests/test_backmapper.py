@@ -148,6 +148,19 @@ def test_backmap_adk_trajectory_frames_and_samples():
     assert np.abs(aa.select_atoms("name CA").positions - u.select_atoms("name CA").positions).max() < 0.01
 
 
+def test_backmap_an_atomgroup_of_a_trajectory():
+    """An AtomGroup (here the first 100 residues of AdK) backmaps like a Universe: its atoms, every frame."""
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    u = quiet_universe(PSF, DCD)
+    part = u.select_atoms("resid 1:100")
+    aa = latcpb.backmap_universe(part, model="geometric", stop=3)
+    assert len(aa.residues) == 100 and len(aa.trajectory) == 3
+    u.trajectory[2]
+    aa.trajectory[2]
+    assert np.abs(aa.select_atoms("name CA").positions - part.select_atoms("name CA").positions).max() < 0.01
+
+
 def test_plan_and_backmap_coordinates(val_dir):
     u = quiet_universe(val_dir / "CLN025.pdb")
     bm = latcpb.Backmapper(model="geometric", batch_size=2)

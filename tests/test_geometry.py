@@ -39,7 +39,7 @@ def wrap(x):
 def _reference(u):
     """Mapping, LayoutTensors and float64 slot coordinates [F, N, 15, 3] of all frames of an all-atom Universe."""
     mapping = map_allatom(u.atoms, source="ref")
-    xyz = np.stack([mapping.slots(u.atoms.positions.astype(np.float64)) for _ in u.trajectory])
+    xyz = np.stack([mapping.slots(u.atoms.positions.astype(np.float64), canonical=False) for _ in u.trajectory])
     lt = LayoutTensors(mapping.topology.layout)
     return mapping, lt, torch.as_tensor(xyz)
 

@@ -24,9 +24,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--steps", default=None, type=int, help="Sampler steps (model default when omitted).")
 @click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
 @click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
-@click.option("--idealize", default="peptides", show_default=True, type=click.Choice(["peptides", "full", "none"]),
-              help="Impose ideal geometry on the output: trans peptide units and bond lengths; 'full' also rigid "
-              "rings and planar groups; 'none' keeps the generator's output.")
+@click.option("--idealize", default="standard", show_default=True, type=click.Choice(["standard", "full", "none"]),
+              help="Impose ideal geometry on the output: bond lengths, trans peptide units, closed aromatic and "
+              "proline rings; 'full' also planar groups and branch points; 'none' keeps the generator's output.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Frames per batch.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--start", default=None, type=int, help="First frame (0-based).")

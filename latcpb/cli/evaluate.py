@@ -142,7 +142,8 @@ def main(files, out_dir, samples, plots):
     click.echo(f"GED {_fmt(r['ged_signed'])} / corrected {_fmt(r['ged_corrected'])}, "
                f"clashes {_fmt(r['clash_residue_pct'], '.2f')} % residues, bond score {_fmt(r['bond_score'])}, "
                f"torsion KL {_fmt(r['torsion_kl'])}, D residues {_fmt(r['d_residues'], '.1f')}, "
-               f"cis peptides {_fmt(r['cis_peptides'], '.1f')}, CA RMSD {_fmt(r['ca_rmsd'])} Å")
+               f"non-Pro cis peptides {_fmt(r['cis_peptides'], '.1f')} ({_fmt(r['cis_peptides_spurious'], '.1f')} where"
+               f" the reference is trans), CA RMSD {_fmt(r['ca_rmsd'])} Å")
     click.echo(f"report: {Path(out_dir) / 'metrics.json'}")
 
 

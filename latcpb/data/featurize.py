@@ -7,6 +7,7 @@ import numpy as np
 
 from latcpb.data.cg_topology import ResidueTopology, residue_topology
 from latcpb.data.names import is_hydrogen, normalize_atomname, normalize_resname
+from latcpb.data.symmetry import canonical_symmetric
 from latcpb.geometry import residue_constants as rc
 
 
@@ -24,11 +25,13 @@ class AllAtomMapping:
     slot_index: np.ndarray
     present: np.ndarray
 
-    def slots(self, positions: np.ndarray) -> np.ndarray:
-        """Positions of the AtomGroup [A, 3] Å -> slot coordinates [N, 15, 3] Å (zeros where absent)."""
+    def slots(self, positions: np.ndarray, canonical: bool = True) -> np.ndarray:
+        """Positions of the AtomGroup [A, 3] Å -> slot coordinates [N, 15, 3] Å (zeros where absent); ``canonical``:
+        symmetric side-chain atoms in their canonical naming (``canonical_symmetric``), else as the input names them."""
         out = np.zeros((self.topology.n_residues * rc.ATOMS_PER_RESIDUE, 3), dtype=positions.dtype)
         out[self.slot_index] = positions[self.source_index]
-        return out.reshape(self.topology.n_residues, rc.ATOMS_PER_RESIDUE, 3)
+        out = out.reshape(self.topology.n_residues, rc.ATOMS_PER_RESIDUE, 3)
+        return canonical_symmetric(out, self.topology.layout.restype, self.present) if canonical else out
 
 
 def standard_residue_cas(atoms):

@@ -141,6 +141,28 @@ SIDE_CHAIN_BONDS = {
     "VAL": {"CB-CG1": 1.521, "CB-CG2": 1.521},
 }
 
+# Ring-closing bonds: bonded in the residue but not parent-child in the NeRF tree, so only consistent angles and
+# torsions give them their length (Engh & Huber, Å). Aromatic rings close when their atoms beyond CG take the ideal
+# planar geometry; the proline ring closes for a (chi1, chi2) pair that the idealiser solves for.
+RING_CLOSING_BONDS = {
+    "PHE": [("CE2", "CZ", 1.382)], "TYR": [("CE2", "CZ", 1.378)], "HIS": [("CE1", "NE2", 1.321)],
+    "TRP": [("NE1", "CE2", 1.370), ("CZ3", "CH2", 1.400)], "PRO": [("N", "CD", 1.473)],
+}
+AROMATIC_RINGS = ("PHE", "TYR", "TRP", "HIS")  # planar rings: every atom beyond CG belongs to the ring system
+
+# Symmetric side chains: the two names of each swapped pair denote chemically equivalent atoms, and sources name
+# them either way. The canonical naming puts the defining torsion within 90 degrees of a centre chosen where the
+# torsion is common (so that ordinary structures never sit at the cut): 0 for the carboxylates and for ARG (NH1 cis
+# to CD, as IUPAC), 90 for the aromatic rings (whose chi2 clusters near +-90).
+# Residue -> (torsion quadruple, centre in degrees, pairs swapped together).
+SYMMETRIC_SWAPS = {
+    "ASP": (("CA", "CB", "CG", "OD1"), 0.0, [("OD1", "OD2")]),
+    "GLU": (("CB", "CG", "CD", "OE1"), 0.0, [("OE1", "OE2")]),
+    "PHE": (("CA", "CB", "CG", "CD1"), 90.0, [("CD1", "CD2"), ("CE1", "CE2")]),
+    "TYR": (("CA", "CB", "CG", "CD1"), 90.0, [("CD1", "CD2"), ("CE1", "CE2")]),
+    "ARG": (("CD", "NE", "CZ", "NH1"), 0.0, [("NH1", "NH2")]),
+}
+
 # Covalent radii (Å) used to perceive bonds in metrics: a bond is a pair closer than 1.3 x the sum.
 COVALENT_RADII = {"C": 0.76, "N": 0.71, "O": 0.66, "S": 1.05}
 
@@ -218,3 +240,40 @@ def _derive_arrays():
 (RESTYPE_ATOM_MASK, RESTYPE_PARENTS, RESTYPE_BUILD_LEVEL, RESTYPE_BOND_LENGTHS,
  RESTYPE_CHI_SLOT, RESTYPE_CHI_MASK, RESTYPE_ELEMENTS) = _derive_arrays()
 N_BUILD_LEVELS = int(RESTYPE_BUILD_LEVEL.max()) + 1
+
+
+def _derive_symmetry():
+    """RESTYPE_SYMMETRY_TORSION [20, 4] slots of the torsion that decides the naming (-1: not symmetric);
+    RESTYPE_SYMMETRY_CENTRE [20] its canonical centre (rad); RESTYPE_SYMMETRY_SWAP [20, 15] slot permutation that
+    renames the symmetric atoms (identity elsewhere)."""
+    torsion = np.full((N_RESTYPES, 4), -1, dtype=np.int64)
+    centre = np.zeros(N_RESTYPES)
+    swap = np.tile(np.arange(ATOMS_PER_RESIDUE), (N_RESTYPES, 1))
+    for resname, (quad, centre_deg, pairs) in SYMMETRIC_SWAPS.items():
+        r, names = RESTYPE_INDEX[resname], slot_names(resname)
+        torsion[r] = [names.index(a) for a in quad]
+        centre[r] = np.radians(centre_deg)
+        for a, b in pairs:
+            i, j = names.index(a), names.index(b)
+            swap[r, i], swap[r, j] = j, i
+    return torsion, centre, swap
+
+
+RESTYPE_SYMMETRY_TORSION, RESTYPE_SYMMETRY_CENTRE, RESTYPE_SYMMETRY_SWAP = _derive_symmetry()
+
+
+def _derive_torsion_groups():
+    """RESTYPE_TORSION_GROUP [20, 15]: the chi (0..3) that turns the atom's torsion, -1 for none: the chi atom
+    itself and its siblings (atoms with the same parent triple, e.g. PHE CD2 with CD1, VAL CG2 with CG1). Turning a
+    chi adds the same angle to every torsion of its group, which keeps branch points and rings intact."""
+    group = np.full((N_RESTYPES, ATOMS_PER_RESIDUE), -1, dtype=np.int64)
+    for r, resname in enumerate(RESTYPES):
+        names = slot_names(resname)
+        for c, quad in enumerate(CHI_ATOMS[resname]):
+            for k, name in enumerate(names):
+                if name and name not in ("N", "CA", "C") and parents_of(resname, name) == tuple(quad[:3]):
+                    group[r, k] = c
+    return group
+
+
+RESTYPE_TORSION_GROUP = _derive_torsion_groups()

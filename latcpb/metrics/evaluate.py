@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from latcpb.data.symmetry import canonical_symmetric, closest_symmetric
 from latcpb.errors import LatcpbInputError
 from latcpb.metrics import structure as st
 from latcpb.metrics import torsions as tor
@@ -51,7 +52,9 @@ class _FrameScorer:
     def reference(self, ref_slots: np.ndarray) -> dict:
         """Quantities of a reference frame reused by all its samples."""
         flat = ref_slots.reshape(-1, 3)[self.flat_mask]
-        return {"slots": ref_slots, "flat": flat, "bonds": st.perceive_bonds(flat, self.radii)}
+        _, _, omega, _, _, omega_mask = tor.backbone_torsions(ref_slots, self.m.mask, self.previous)
+        return {"slots": ref_slots, "flat": flat, "bonds": st.perceive_bonds(flat, self.radii),
+                "cis": tor.cis_peptides(omega, omega_mask, self.m.restype)}
 
     def score(self, ref: dict, gen_slots: np.ndarray) -> dict:
         m, mask = self.m, self.m.mask
@@ -73,7 +76,9 @@ class _FrameScorer:
         chiral = mask[:, [0, 1, 2, 4]].all(-1)
         out["d_residue_pct"] = 100.0 * d_res.sum() / max(chiral.sum(), 1)
         _, _, omega, _, _, omega_mask = tor.backbone_torsions(gen_slots, mask, self.previous)
-        out["cis_peptides"] = float(tor.cis_peptides(omega, omega_mask, m.restype).sum())
+        cis = tor.cis_peptides(omega, omega_mask, m.restype)
+        out["cis_peptides"] = float(cis.sum())
+        out["cis_peptides_spurious"] = float((cis & ~ref["cis"]).sum())  # cis where the reference is trans
         return out
 
     def reference_only(self, ref_slots: np.ndarray) -> dict:
@@ -123,18 +128,23 @@ def evaluate(ref_universe, gen_universe, samples: int = 1, keep_torsions: bool =
         ref = scorer.reference(ref_slots)
         for k, v in scorer.reference_only(ref_slots).items():
             ref_only.setdefault(k, []).append(v)
-        for k, (ang, _) in tor.torsion_set(ref_slots, matched.mask, matched.restype, matched.previous).items():
+        # torsion histograms see symmetric side chains in their canonical naming (chi2 of PHE folded ...)
+        canonical = canonical_symmetric(ref_slots, matched.restype, matched.mask)
+        for k, (ang, _) in tor.torsion_set(canonical, matched.mask, matched.restype, matched.previous).items():
             ref_tors[k].append(ang)
         samples_xyz = []
         for s in range(samples):
             gen_traj[f * samples + s]
-            gen_slots = matched.slots(gen_atoms.positions, "gen")
+            # equivalent atoms of symmetric side chains (ASP OD1/OD2 ...) named as the reference names them
+            gen_slots = closest_symmetric(matched.slots(gen_atoms.positions, "gen"), ref_slots, matched.restype,
+                                          matched.mask)
             for k, v in scorer.score(ref, gen_slots).items():
                 per_frame.setdefault(k, []).append(v)
             a, c = st.per_residue_squared_deviation(ref_slots, gen_slots, heavy)
             sq_sum += a
             sq_count += c
-            for k, (ang, _) in tor.torsion_set(gen_slots, matched.mask, matched.restype, matched.previous).items():
+            canonical = canonical_symmetric(gen_slots, matched.restype, matched.mask)
+            for k, (ang, _) in tor.torsion_set(canonical, matched.mask, matched.restype, matched.previous).items():
                 gen_tors[k].append(ang)
             samples_xyz.append(gen_slots[heavy])
         if samples > 1:

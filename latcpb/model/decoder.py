@@ -1,7 +1,9 @@
 """Decoder D(z, CG features): residue network -> bond angle and torsion of every slot -> NeRF coordinates.
 
 Bond lengths come from the Engh & Huber table (``LayoutTensors.bond_lengths``); theta is a bounded offset around
-a typical value per residue type and slot (measured on the training data); tau is a unit (cos, sin) vector.
+a typical value per residue type and slot (measured on the training data); tau is a unit (cos, sin) vector. With
+``rigid_rings`` the aromatic rings are rigid: their angles and torsions beyond CG come from the fitted ideal geometry
+(``geometric.aromatic_ring_tables``) and only chi1, chi2 are predicted, so the rings are planar and close.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from torch import nn
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import internal_to_cartesian
 from latcpb.model.encoders import LocalTransformer, mlp
+from latcpb.model.geometric import aromatic_ring_tables
 
 S = rc.ATOMS_PER_RESIDUE
 
@@ -21,10 +24,14 @@ S = rc.ATOMS_PER_RESIDUE
 class Decoder(nn.Module):
     """z [R, D] + h_cg [R, width] -> internal coordinates [R, 15] (cos/sin theta, cos/sin tau)."""
 
-    def __init__(self, latent_dim, width=128, layers=2, heads=4, theta_range=0.35):
+    def __init__(self, latent_dim, width=128, layers=2, heads=4, theta_range=0.35, rigid_rings=True):
         super().__init__()
         self.theta_range = theta_range
+        self.rigid_rings = rigid_rings
         self.register_buffer("theta0", torch.full((rc.N_RESTYPES, S), 2 * math.pi / 3))  # [20, 15] rad
+        if rigid_rings:  # derived from the shipped geometry table, not stored in checkpoints
+            for key, value in aromatic_ring_tables().items():
+                self.register_buffer(f"ring_{key}", torch.as_tensor(value), persistent=False)
         self.inp = nn.Linear(latent_dim, width)
         self.mix = mlp(2 * width, width, width)
         self.transformer = LocalTransformer(width, layers, heads)
@@ -38,7 +45,21 @@ class Decoder(nn.Module):
         out = self.head(h).view(-1, S, 3)
         theta = self.theta0[ctx.lt.restype] + self.theta_range * torch.tanh(out[..., 0])
         tau = F.normalize(out[..., 1:3] + torch.tensor([1e-4, 0.0], device=z.device, dtype=z.dtype), dim=-1)
+        if self.rigid_rings:
+            theta, tau = self._rigid_rings(theta, tau, ctx.lt.restype)
         return torch.cos(theta), torch.sin(theta), tau[..., 0], tau[..., 1], theta
+
+    def _rigid_rings(self, theta, tau, restype):
+        """Ideal ring angles and torsions: theta [R, 15] rad, tau [R, 15, 2] unit vectors -> the same, rings set."""
+        ring = self.ring_ring[restype]
+        theta = torch.where(ring, self.ring_theta[restype].to(theta.dtype), theta)
+        angle = torch.atan2(tau[..., 1], tau[..., 0])
+        value = self.ring_value[restype].to(angle.dtype)
+        sibling = torch.gather(angle, -1, self.ring_sibling[restype])
+        angle = torch.where(self.ring_fixed[restype], value,
+                            torch.where(self.ring_offset[restype], sibling + value, angle))
+        ring_tau = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+        return theta, torch.where(ring[..., None], ring_tau, tau)
 
 
 def build_coordinates(ca, lt, internals):

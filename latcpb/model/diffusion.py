@@ -44,6 +44,12 @@ class Denoiser(nn.Module):
         return self.out(p.unpad(self.transformer(p.pad(h), ctx.within)))
 
 
+def standard_noise(shape, generator, like):
+    """Standard normal noise drawn on the generator's device (reproducible for a given seed), as ``like``."""
+    where = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=where).to(like.device, like.dtype)
+
+
 class LatentDiffusion(nn.Module):
     """Noise schedule buffers + training loss + samplers around a ``Denoiser``."""
 
@@ -68,15 +74,10 @@ class LatentDiffusion(nn.Module):
         m = mask.to(err.dtype)
         return (err * m).sum() / m.sum().clamp(min=1)
 
-    def _noise(self, shape, generator, like):
-        """Standard normal noise drawn on the generator's device (reproducible for a given seed), as ``like``."""
-        where = generator.device if generator is not None else like.device
-        return torch.randn(shape, generator=generator, device=where).to(like.device, like.dtype)
-
     def sample_ddpm(self, h_cg, ctx, latent_dim, temperature=1.0, generator=None):
         """Ancestral sampling, Eq. 8, all T steps; rho_t = temperature * sqrt(posterior variance). -> z0 [R, D]."""
         n, dev = h_cg.shape[0], h_cg.device
-        z = temperature * self._noise((n, latent_dim), generator, h_cg)
+        z = temperature * standard_noise((n, latent_dim), generator, h_cg)
         for step in reversed(range(self.steps)):
             t = torch.full((n,), step, device=dev, dtype=torch.long)
             beta, ab = self.betas[step], self.alpha_bar[step]
@@ -85,7 +86,7 @@ class LatentDiffusion(nn.Module):
             z = (z - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
             if step > 0:
                 var = beta * (1 - ab_prev) / (1 - ab)
-                z = z + temperature * var.sqrt() * self._noise(z.shape, generator, h_cg)
+                z = z + temperature * var.sqrt() * standard_noise(z.shape, generator, h_cg)
         return z * self.latent_scale
 
     def sample_ddim(self, h_cg, ctx, latent_dim, steps=10, temperature=1.0, eta=0.0, generator=None, clip=4.0):
@@ -97,7 +98,7 @@ class LatentDiffusion(nn.Module):
         """
         n, dev = h_cg.shape[0], h_cg.device
         times = torch.linspace(self.steps - 1, 0, steps, device=dev).round().long().tolist()
-        z = temperature * self._noise((n, latent_dim), generator, h_cg)
+        z = temperature * standard_noise((n, latent_dim), generator, h_cg)
         for k, step in enumerate(times):
             t = torch.full((n,), step, device=dev, dtype=torch.long)
             ab = self.alpha_bar[step]
@@ -111,5 +112,5 @@ class LatentDiffusion(nn.Module):
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
             z = ab_prev.sqrt() * z0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0:
-                z = z + temperature * sigma * self._noise(z.shape, generator, h_cg)
+                z = z + temperature * sigma * standard_noise(z.shape, generator, h_cg)
         return z * self.latent_scale

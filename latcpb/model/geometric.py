@@ -1,8 +1,8 @@
 """Rule-based geometry: the baseline generator (``--model geometric``) and the idealiser of generated output.
 
 Baseline: backbone N and C from the CA trace with internal coordinates binned by the local CA-trace shape (mean
-values of their chain position at chain ends), every peptide then made an ideal trans unit, O from the backbone
-torsion psi, side chains in the most frequent rotamer of the training data. Angles, fixed torsions, rotamers and the
+values of their chain position at chain ends), every peptide then made an ideal planar unit (trans, or cis where
+the CA trace is cis), O from the backbone torsion psi, side chains in the most frequent rotamer of the training data. Angles, fixed torsions, rotamers and the
 peptide unit come from ``geometry/data/ideal_geometry.json`` (``python -m latcpb.tools.fit_ideal_geometry``); bond
 lengths from the Engh & Huber table. Deterministic: every sample is the same structure.
 """
@@ -18,13 +18,17 @@ import torch.nn.functional as F
 
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal, internal_to_cartesian_angles
-from latcpb.geometry.nerf import bond_angle, dihedral
+from latcpb.geometry.nerf import bond_angle, dihedral, place_atom_angles
 from latcpb.model.cg_features import chain_ends
 
 NONE, FIXED, CHI, OFFSET, PSI = -1, 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
 ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6) for the backbone table
 N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
+PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1, chi2 within +-60 degrees (puckers lie within +-45)
+RING_CLOSURE_TOLERANCE = 0.02  # Å: largest accepted deviation of the N-CD distance from its Engh & Huber length
+CIS_CA_DISTANCE = 3.3          # Å: a CA_i-CA_i+1 distance below this is a cis peptide (trans ~3.8, cis ~2.9)
+CIS_PEPTIDE_ANGLES_DEG = (116.2, 121.7)  # CA-C-N, C-N-CA of the ideal cis unit (Engh & Huber)
 
 
 def ca_trace_descriptors(ca, chain_index):
@@ -112,8 +116,27 @@ def _tables(ideal):
     return theta, kind, value, sibling, anchors, binned, peptide
 
 
+def _cis_peptide_unit():
+    """(C x, y, z, N x, y) Å of an ideal planar cis peptide (omega 0; Engh & Huber lengths and angles) in the frame
+    of ``peptide_frames`` (x along CA_i-CA_i+1, N_i+1 on the +y side), like the fitted trans unit."""
+    ca_c, c_n, n_ca = rc.BACKBONE_BONDS["CA-C"], rc.BACKBONE_BONDS["C-N"], rc.BACKBONE_BONDS["N-CA"]
+    ca_c_n, c_n_ca = np.radians(CIS_PEPTIDE_ANGLES_DEG)
+    turn = lambda v, a: np.array([v[0] * np.cos(a) - v[1] * np.sin(a), v[0] * np.sin(a) + v[1] * np.cos(a)])  # noqa: E731
+    ca_i, c = np.zeros(2), np.array([ca_c, 0.0])
+    n = c + c_n * turn(np.array([-1.0, 0.0]), -ca_c_n)         # angle CA_i-C-N, N above the x axis
+    # omega 0: CA_i+1 on the same side of the C-N bond as CA_i
+    candidates = [n + n_ca * turn((c - n) / c_n, sign * c_n_ca) for sign in (1.0, -1.0)]
+    side = lambda p: np.sign(np.cross(n - c, p - c))  # noqa: E731
+    ca_next = next(p for p in candidates if side(p) == side(ca_i))
+    x = (ca_next - ca_i) / np.linalg.norm(ca_next - ca_i)
+    y = np.array([-x[1], x[0]])
+    if (n - ca_i) @ y < 0:
+        y = -y
+    return np.array([c @ x, c @ y, 0.0, n @ x, n @ y])
+
+
 def _peptide_oxygen(unit, angle_ca_c_o):
-    """Local (x, y, z) Å of O_i in the trans peptide frame: C=O 1.231 Å, in plane, on the side away from N_i+1."""
+    """Local (x, y, z) Å of O_i in a peptide unit's frame: C=O 1.231 Å, in plane, on the side away from N_i+1."""
     c = np.array(unit[:2])
     n = np.array(unit[3:5])
     u = -c / np.linalg.norm(c)
@@ -127,6 +150,19 @@ def _peptide_oxygen(unit, angle_ca_c_o):
     return np.array([best[0], best[1], 0.0])
 
 
+def aromatic_ring_tables(ideal=None):
+    """Ideal geometry of the planar aromatic rings (PHE, TYR, TRP, HIS: every atom beyond CG), arrays [20, 15]:
+    ``ring`` bool; ``theta`` rad; ``fixed`` bool (torsion = ``value``); ``offset`` bool (torsion = torsion of slot
+    ``sibling`` + ``value``); ``value`` rad. Atoms with neither flag (chi2) keep their torsion."""
+    theta, kind, value, sibling, *_ = _tables(ideal or load_ideal_geometry())
+    ring = np.zeros((rc.N_RESTYPES, rc.ATOMS_PER_RESIDUE), dtype=bool)
+    for name in rc.AROMATIC_RINGS:
+        ring[rc.RESTYPE_INDEX[name], rc.slot_names(name).index("CG") + 1:rc.OXT_SLOT] = True
+    ring &= rc.RESTYPE_ATOM_MASK
+    return {"ring": ring, "theta": theta, "fixed": ring & (kind == FIXED), "offset": ring & (kind == OFFSET),
+            "value": value, "sibling": sibling}
+
+
 class _IdealGeometry:
     """The fitted tables on one device, and the operations that impose them."""
 
@@ -135,7 +171,11 @@ class _IdealGeometry:
         arrays = _tables(ideal or load_ideal_geometry())
         self._theta, self._kind, self._value, self._sibling, self._anchors, self._binned, self._peptide = (
             torch.as_tensor(a, device=self.device) for a in arrays)
-        self._peptide_o = torch.as_tensor(_peptide_oxygen(arrays[-1], float(arrays[0][0, 3])), device=self.device)
+        angle_ca_c_o = float(arrays[0][0, 3])
+        self._peptide_o = torch.as_tensor(_peptide_oxygen(arrays[-1], angle_ca_c_o), device=self.device)
+        cis = _cis_peptide_unit()
+        self._cis_peptide = torch.as_tensor(cis, device=self.device)
+        self._cis_peptide_o = torch.as_tensor(_peptide_oxygen(cis, angle_ca_c_o), device=self.device)
 
     def _sibling_offsets(self, tau, restype):
         """Torsions [B, N, 15] with every OFFSET atom set to its sibling's torsion plus the fitted offset."""
@@ -143,38 +183,39 @@ class _IdealGeometry:
         sibling_tau = torch.gather(tau, -1, self._sibling[restype].expand_as(tau))
         return torch.where(kind == OFFSET, sibling_tau + self._value[restype].to(tau.dtype), tau)
 
-    def _set_trans_peptides(self, xyz, lt: LayoutTensors, theta, tau, skip_proline, use_oxygen):
+    def _set_peptide_units(self, xyz, lt: LayoutTensors, theta, tau, use_oxygen):
         """Set the N and C internal coordinates (in ``theta``/``tau`` [B, N, 15], in place) so that every peptide
-        (i, i+1) of a chain is an ideal trans unit, turned about CA_i-CA_i+1 to where ``xyz`` has it.
+        (i, i+1) of a chain is an ideal planar unit, turned about CA_i-CA_i+1 to where ``xyz`` has it: the fitted
+        trans unit, or the ideal cis unit where the CA trace is cis (CA_i-CA_i+1 < 3.3 Å).
 
-        The unit's +y side points towards N_i+1 and away from C_i of ``xyz`` (both lie near the CA-CA axis).
-        ``skip_proline`` leaves X-Pro peptides as they are (they may be cis); ``use_oxygen``: O_i of ``xyz`` joins
-        C_i and N_i+1 in setting the orientation.
+        The unit's +y side points towards N_i+1 (and, trans, away from C_i) of ``xyz``; ``use_oxygen``: O_i of
+        ``xyz`` joins C_i and N_i+1 in setting the orientation.
         """
         n = xyz.shape[-3]
         has_next = torch.zeros(n, dtype=torch.bool, device=xyz.device)
         has_next[:-1] = lt.chain_index[1:] == lt.chain_index[:-1]
-        if skip_proline:
-            has_next[:-1] &= lt.restype[1:] != rc.RESTYPE_INDEX["PRO"]
         nxt = torch.nonzero(has_next).flatten()
         if not len(nxt):
             return
         ca = xyz[..., 1, :]
-        unit = self._peptide.to(xyz.dtype)
+        cis = torch.linalg.norm(ca[..., nxt + 1, :] - ca[..., nxt, :], dim=-1) < CIS_CA_DISTANCE   # [B, P]
+        unit = torch.where(cis[..., None], self._cis_peptide.to(xyz.dtype), self._peptide.to(xyz.dtype))  # [B, P, 5]
+        oxygen = torch.where(cis[..., None], self._cis_peptide_o.to(xyz.dtype), self._peptide_o.to(xyz.dtype))
+        zero = torch.zeros_like(unit[..., 4])
         # orientation that best overlays the unit's C, O and N on those of xyz (O, far from the axis, weighs most)
         axis = F.normalize(ca[..., nxt + 1, :] - ca[..., nxt, :], dim=-1)
-        members = [(xyz[..., nxt, 2, :], unit[0:3]),
-                   (xyz[..., nxt + 1, 0, :], torch.stack([unit[3], unit[4], torch.zeros_like(unit[4])]))]
+        members = [(xyz[..., nxt, 2, :], unit[..., 0:3]),
+                   (xyz[..., nxt + 1, 0, :], torch.stack([unit[..., 3], unit[..., 4], zero], -1))]
         if use_oxygen:
-            members.append((xyz[..., nxt, 3, :], self._peptide_o.to(xyz.dtype)))
+            members.append((xyz[..., nxt, 3, :], oxygen))
         toward = 0
         for atom, local in members:
             p = atom - ca[..., nxt, :]
-            toward = toward + local[1] * p + local[2] * torch.cross(p, axis, dim=-1)
+            toward = toward + local[..., 1:2] * p + local[..., 2:3] * torch.cross(p, axis, dim=-1)
         x, y, z, origin = peptide_frames(ca[..., nxt, :], ca[..., nxt + 1, :], ca[..., nxt, :] + toward)
         placed = xyz.clone()
-        placed[..., nxt, 2, :] = origin + unit[0] * x + unit[1] * y + unit[2] * z
-        placed[..., nxt + 1, 0, :] = origin + unit[3] * x + unit[4] * y
+        placed[..., nxt, 2, :] = origin + unit[..., 0:1] * x + unit[..., 1:2] * y + unit[..., 2:3] * z
+        placed[..., nxt + 1, 0, :] = origin + unit[..., 3:4] * x + unit[..., 4:5] * y
         _, new_theta, new_tau = cartesian_to_internal(placed, lt)
         for slot, rows in ((2, nxt), (0, nxt + 1)):
             theta[..., rows, slot] = new_theta[..., rows, slot]
@@ -185,26 +226,77 @@ class GeometryIdealizer(_IdealGeometry):
     """Imposes ideal local geometry on generated heavy atoms, keeping what a generator decides.
 
     Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
-    torsions chi1..chi4. Imposed: bond lengths (Engh & Huber), trans peptide units (X-Pro left as generated), and with
-    ``rigid_groups`` the bond angles and torsions of rigid groups (aromatic rings, guanidinium, carboxylate and amide
-    planes, branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+    torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
+    (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
+    (ideal angles and torsions beyond CG), closed proline rings. ``level`` "full" also imposes the bond angles and torsions of the other rigid groups (guanidinium, carboxylate and amide planes,
+    branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
-    def __init__(self, device="cpu", ideal=None, rigid_groups=True):
+    def __init__(self, device="cpu", ideal=None, level="standard"):
         super().__init__(device, ideal)
-        self.rigid_groups = rigid_groups
+        if level not in ("standard", "full"):
+            raise ValueError(f"unknown idealisation level {level!r}")
+        self.level = level
+        self._ring = torch.as_tensor(aromatic_ring_tables(ideal)["ring"], device=self.device)  # [20, 15]
+        grid = torch.deg2rad(torch.arange(-PROLINE_CHI_RANGE_DEG, PROLINE_CHI_RANGE_DEG + 0.5, 1.0,
+                                          dtype=torch.float64, device=self.device))
+        self._proline_grid = grid                                     # [G] rad
 
     def __call__(self, xyz, lt: LayoutTensors):
         _, theta, tau = cartesian_to_internal(xyz, lt)
-        if self.rigid_groups:
-            kind = self._kind[lt.restype]
-            rigid = (kind == FIXED) | (kind == OFFSET)
-            theta = torch.where(rigid, self._theta[lt.restype].to(xyz.dtype), theta)
-            tau = self._sibling_offsets(torch.where(kind == FIXED, self._value[lt.restype].to(xyz.dtype), tau),
-                                        lt.restype)
+        kind = self._kind[lt.restype]
+        rigid = (kind == FIXED) | (kind == OFFSET)
+        if self.level == "full":
+            imposed_theta, imposed_tau = rigid, rigid
+        else:   # aromatic rings: every angle beyond CG, every torsion but chi2
+            ring = self._ring[lt.restype]
+            imposed_theta, imposed_tau = ring, ring & rigid
+        theta = torch.where(imposed_theta, self._theta[lt.restype].to(xyz.dtype), theta)
+        tau = torch.where(imposed_tau & (kind == FIXED), self._value[lt.restype].to(xyz.dtype), tau)
+        tau = torch.where(imposed_tau & (kind == OFFSET), self._sibling_offsets(tau, lt.restype), tau)
         theta, tau = theta.clone(), tau.clone()
-        self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=True, use_oxygen=True)
-        return internal_to_cartesian_angles(xyz[..., 1, :], lt, lt.bond_lengths.to(xyz.dtype), theta, tau)
+        self._set_peptide_units(xyz, lt, theta, tau, use_oxygen=True)
+        bond = lt.bond_lengths.to(xyz.dtype)
+        out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
+        if self._close_prolines(out, lt, theta, tau):
+            out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
+        return out
+
+    def _close_prolines(self, xyz, lt: LayoutTensors, theta, tau) -> bool:
+        """Set CB, CG, CD of every proline (in ``theta``/``tau`` [B, N, 15], in place) so that its ring closes.
+
+        CB and the ring angles take their ideal values; (chi1, chi2) become the pair nearest to the generated one
+        (on a 1-degree grid) whose N-CD distance is within 0.02 Å of the Engh & Huber length, or the best-closing
+        pair when none is. ``xyz`` supplies the final backbone. Returns False when there is no proline.
+        """
+        rows = torch.nonzero(lt.restype == rc.RESTYPE_INDEX["PRO"]).flatten()
+        if not len(rows):
+            return False
+        cb_slot, cg_slot, cd_slot = (rc.slot_names("PRO").index(a) for a in ("CB", "CG", "CD"))
+        pro = rc.RESTYPE_INDEX["PRO"]
+        dtype = xyz.dtype
+        ideal_theta = self._theta[pro].to(dtype)                          # [15]
+        for slot in (cb_slot, cg_slot, cd_slot):
+            theta[..., rows, slot] = ideal_theta[slot]
+        tau[..., rows, cb_slot] = self._value[pro, cb_slot].to(dtype)
+        bond = lt.bond_lengths[rows].to(dtype)                            # [P, 15]
+        n, ca, c = (xyz[..., rows, k, :] for k in (0, 1, 2))               # [B, P, 3]
+        cb = place_atom_angles(c, n, ca, bond[:, cb_slot], theta[..., rows, cb_slot], tau[..., rows, cb_slot])
+        grid = self._proline_grid.to(dtype)                               # [G]
+        cg = place_atom_angles(n[..., None, :], ca[..., None, :], cb[..., None, :], bond[:, None, cg_slot],
+                               ideal_theta[cg_slot], grid)                # [B, P, G, 3] over chi1
+        cd = place_atom_angles(ca[..., None, None, :], cb[..., None, None, :], cg[..., :, None, :],
+                               bond[:, None, None, cd_slot], ideal_theta[cd_slot], grid[None, :])  # [B, P, G, G, 3]
+        length = rc.RING_CLOSING_BONDS["PRO"][0][2]
+        gap = (torch.linalg.norm(cd - n[..., None, None, :], dim=-1) - length).abs()   # [B, P, G, G]
+        chi1, chi2 = tau[..., rows, cg_slot], tau[..., rows, cd_slot]     # [B, P] generated
+        wrap = lambda a: torch.atan2(torch.sin(a), torch.cos(a))          # noqa: E731
+        move = wrap(grid[:, None] - chi1[..., None, None]) ** 2 + wrap(grid[None, :] - chi2[..., None, None]) ** 2
+        cost = torch.where(gap <= RING_CLOSURE_TOLERANCE, move, 100.0 + gap)
+        best = cost.flatten(-2).argmin(-1)                               # [B, P]
+        tau[..., rows, cg_slot] = grid[best // len(grid)]
+        tau[..., rows, cd_slot] = grid[best % len(grid)]
+        return True
 
 
 class GeometricGenerator(_IdealGeometry):
@@ -237,7 +329,7 @@ class GeometricGenerator(_IdealGeometry):
             tau[..., slot] = torch.where(use, cell[..., 1], tau[..., slot])
         bond = lt.bond_lengths.to(dtype)
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
-        self._set_trans_peptides(xyz, lt, theta, tau, skip_proline=False, use_oxygen=False)
+        self._set_peptide_units(xyz, lt, theta, tau, use_oxygen=False)
         # O follows psi, which needs N of the next residue: place the backbone, then O and its sibling OXT
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
         n_next = torch.cat([xyz[..., 1:, 0, :], xyz[..., -1:, 0, :]], dim=-2)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from latcpb.model.decoder import Decoder, build_coordinates
-from latcpb.model.diffusion import LatentDiffusion
+from latcpb.model.diffusion import LatentDiffusion, standard_noise
 from latcpb.model.encoders import AllAtomEncoder, CGContext, CGEncoder, mlp
 from latcpb.model.latent import DiscreteLatent, MultimodalPrior, contrastive_loss, gaussian_kl
 from latcpb.model.losses import clash_loss, reconstruction_loss
@@ -17,7 +17,7 @@ DEFAULT_MODEL = {
     "width": 128, "latent_dim": 12, "n_codes": 16, "code_dim": 32, "graph_cutoff": 10.0, "attn_cutoff": 12.0,
     "cg_conv_width": 32, "cg_layers": 2, "aa_atom_width": 32, "aa_atom_cutoff": 8.0, "aa_layers": 1,
     "decoder_layers": 2, "denoiser_layers": 3, "heads": 4, "diffusion_steps": 500, "theta_range": 0.35,
-    "discrete": True,
+    "discrete": True, "rigid_rings": True,
 }
 DEFAULT_LOSS = {
     "xyz": 1.0, "bond": 1.0, "angle": 0.5, "torsion": 0.5, "clash": 0.1, "clash_distance": 2.5,
@@ -56,7 +56,7 @@ class LatCPB(nn.Module):
         if c["discrete"]:
             self.discrete = DiscreteLatent(w, c["n_codes"])
             self.prior = MultimodalPrior(c["n_codes"], c["code_dim"], d)
-        self.decoder = Decoder(d, w, c["decoder_layers"], c["heads"], c["theta_range"])
+        self.decoder = Decoder(d, w, c["decoder_layers"], c["heads"], c["theta_range"], c["rigid_rings"])
         self.diffusion = LatentDiffusion(d, w, c["denoiser_layers"], c["heads"], c["diffusion_steps"])
 
     def context(self, ca, lt, segment):
@@ -136,6 +136,7 @@ class LatCPB(nn.Module):
     def sample_coordinates(self, ca, lt, segment, mode="ddim", steps=10, temperature=0.0, eta=0.0,
                            generator=None, reference=None, refine_steps=0):
         """CG -> all-atom [R, 15, 3] Å. mode: 'ddim' | 'ddpm' (Eq. 8) | 'prior_mean' (decoder on the CG prior mean)
+        | 'prior' (z drawn from the CG-conditioned prior, its standard deviation scaled by ``temperature``)
         | 'posterior' (reconstruction from ``reference`` = (xyz, present), for evaluation of the autoencoder).
         ``refine_steps`` > 0: clash relief on the side-chain torsions (``latcpb.model.refine``)."""
         ctx = self.context(ca, lt, segment)
@@ -146,6 +147,9 @@ class LatCPB(nn.Module):
             z = self.diffusion.sample_ddpm(h_cg, ctx, self.latent_dim, temperature, generator)
         elif mode == "prior_mean":
             z = self.prior_cg(h_cg)[0]
+        elif mode == "prior":
+            mu, logvar = self.prior_cg(h_cg)
+            z = mu + temperature * (0.5 * logvar).exp() * standard_noise(mu.shape, generator, mu)
         elif mode == "posterior":
             z = self.encode(ctx, reference[0], reference[1], h_cg)[0]
         else:

@@ -20,8 +20,10 @@ class LatentDiffusionGenerator:
 
     One sample per frame with no temperature given is mode-seeking: ``inference.single_mode`` "prior_mean" decodes
     the mode of the CG-conditioned prior p(z | CG) (the default: best validation figures), "ddim" runs deterministic
-    DDIM from z_T = 0. Several samples per frame, or an explicit temperature, draw latents by DDIM from
-    z_T = temperature * noise (``sample_temperature`` = 1.0: the learned distribution).
+    DDIM from z_T = 0. Several samples per frame, or an explicit temperature, draw latents with
+    ``inference.sample_mode``: "ddim" (the latent diffusion model from z_T = temperature * noise) or "prior"
+    (p(z | CG) with its standard deviation scaled by the temperature); ``sample_temperature`` = 1.0 is the learned
+    distribution.
     """
 
     name = "latcpb"
@@ -44,7 +46,7 @@ class LatentDiffusionGenerator:
     def generate(self, ca, lt, samples=1, rng=None, steps=None, temperature=None, eta=None):
         """ca [B, N, 3] Å tensor; lt: LayoutTensors of the N residues -> [B * samples, N, 15, 3] Å, frame-major
         (frame 0 sample 0, frame 0 sample 1, ...). ``rng``: torch.Generator (same seed -> same output)."""
-        mode = "ddim"
+        mode = self.inference.get("sample_mode", "ddim")
         if temperature is None and samples == 1:
             mode = self.inference.get("single_mode", "ddim")
             temperature = self.inference["temperature"]

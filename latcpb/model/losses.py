@@ -10,6 +10,7 @@ S = rc.ATOMS_PER_RESIDUE
 _PRO = rc.RESTYPE_INDEX["PRO"]
 _CYS = rc.RESTYPE_INDEX["CYS"]
 PEPTIDE_BOND = 1.329  # Å, C-N (1.341 before proline)
+DISULFIDE_MIN_DISTANCE = 1.9  # Å: an SS bond is 2.04 Å; closer SG pairs are clashes
 
 
 def angle_chord(cos_a, sin_a, cos_b, sin_b):
@@ -69,7 +70,8 @@ def clash_loss(pred_xyz, lt, src, dst, last, residue_mask, clash_distance=2.5, c
     """L_E: sum of hinge max(clash_distance - d, 0) over heavy-atom pairs of different residues, per scored residue.
 
     Pairs come from the residue graph (src, dst) [E] with CA-CA < ca_cutoff; peptide-bonded neighbours' backbone
-    pairs (and proline CD with the preceding backbone, disulfide SG-SG) are excluded.
+    pairs (and proline CD with the preceding backbone) are excluded; cysteine SG-SG pairs (possible disulfides) count
+    only below ``DISULFIDE_MIN_DISTANCE``.
     """
     ca = pred_xyz[:, 1]
     keep = (src > dst) & (torch.linalg.norm(ca[src] - ca[dst], dim=-1) < ca_cutoff)
@@ -88,4 +90,6 @@ def clash_loss(pred_xyz, lt, src, dst, last, residue_mask, clash_distance=2.5, c
     ss = (lt.restype[i] == _CYS) & (lt.restype[j] == _CYS)
     mask[:, 5, 5] &= ~ss
     hinge = torch.relu(clash_distance - d) * mask
-    return hinge.sum() / residue_mask.sum().clamp(min=1)
+    # two cysteine SG may bond (2.04 Å) but not come closer than DISULFIDE_MIN_DISTANCE
+    disulfide = torch.relu(DISULFIDE_MIN_DISTANCE - d[:, 5, 5]) * ss
+    return (hinge.sum() + disulfide.sum()) / residue_mask.sum().clamp(min=1)

@@ -1,5 +1,7 @@
-"""Optional clash relief after decoding: a few gradient steps on the side-chain torsions (slots beyond CB) against the
-clash hinge, restrained to the decoded values. Backbone, CB (chirality) and the CA trace are never moved."""
+"""Optional clash relief after decoding: a few gradient steps on the side-chain torsions chi1..chi4 against the clash
+hinge, restrained to the decoded values. A chi turns its whole torsion group (``RESTYPE_TORSION_GROUP``: VAL CG1 and
+CG2 together, PHE CD1 and CD2 ...), so branch points, chirality and rings stay intact; prolines (a closed ring), the
+backbone, CB and the CA trace are never moved."""
 from __future__ import annotations
 
 import copy
@@ -8,16 +10,20 @@ import torch
 
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import internal_to_cartesian
+from latcpb.model.cg_features import radius_graph
 from latcpb.model.losses import clash_loss
 
-FIRST_SIDE_CHAIN_SLOT = 5
+RELIEF_CA_CUTOFF = 15.0  # Å: residue pairs further apart (CA-CA) cannot touch
+RELIEF_MARGIN = 3.0      # Å: residue pairs whose side chains come closer than the hinge + this take part
 
 
-def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.15, clash_distance=3.0, restraint=1.0):
+def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.15, clash_distance=3.0, restraint=1.0,
+                    ca_cutoff=RELIEF_CA_CUTOFF):
     """Decoded internals -> (cos_theta, sin_theta, cos_tau, sin_tau, theta) with side-chain torsions adjusted.
 
-    ca [R, 3] Å; internals from ``Decoder``; ctx: ``CGContext`` of the same packed system. Deterministic.
-    Loss: clash hinge (per residue) + restraint * mean(1 - cos(delta tau)).
+    ca [R, 3] Å; internals from ``Decoder``; ctx: ``CGContext`` of the same packed system. Deterministic. Residue
+    pairs up to ``ca_cutoff`` Å apart (CA-CA) are checked: two long side chains (ARG, LYS, TRP) meet at ~14 Å.
+    Loss: clash hinge (per residue) + restraint * mean over chi of (1 - cos(delta chi)).
     """
     cos_t, sin_t, cos_tau, sin_tau, theta = internals
     with torch.inference_mode(False), torch.enable_grad():
@@ -28,23 +34,48 @@ def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.15, clash_distance=3.
                 setattr(lt, name, value.clone())
             elif isinstance(value, (list, tuple)) and value and all(torch.is_tensor(v) for v in value):
                 setattr(lt, name, type(value)(v.clone() for v in value))
-        src, dst, last = ctx.src.clone(), ctx.dst.clone(), ctx.last.clone()
+        last = ctx.last.clone()
         ca_, cos_t_, sin_t_ = ca.clone(), cos_t.clone(), sin_t.clone()
         tau0 = torch.atan2(sin_tau.clone(), cos_tau.clone())
-        movable = torch.zeros(rc.ATOMS_PER_RESIDUE, dtype=tau0.dtype, device=tau0.device)
-        movable[FIRST_SIDE_CHAIN_SLOT:rc.OXT_SLOT] = 1.0
-        delta = torch.zeros_like(tau0, requires_grad=True)
+        bond = lt.bond_lengths.to(ca_.dtype)
+        src, dst = _contacts(ca_, lt, internal_to_cartesian(ca_[None], lt, bond, cos_t_[None], sin_t_[None],
+                                                             torch.cos(tau0)[None], torch.sin(tau0)[None])[0],
+                             ctx.packing, ca_cutoff, clash_distance + RELIEF_MARGIN)
+        if src.numel() == 0:
+            return internals
+        group = torch.as_tensor(rc.RESTYPE_TORSION_GROUP, device=tau0.device)[lt.restype]      # [R, 15]
+        group = torch.where((lt.restype == rc.RESTYPE_INDEX["PRO"])[:, None], -1, group)
+        movable = (group >= 0).to(tau0.dtype)
+        group = group.clamp(min=0)
+        delta = torch.zeros(len(tau0), 4, dtype=tau0.dtype, device=tau0.device, requires_grad=True)  # [R, 4] rad
         opt = torch.optim.Adam([delta], lr=lr)
         everyone = torch.ones(len(ca_), dtype=torch.bool, device=ca.device)
-        bond = lt.bond_lengths.to(ca_.dtype)
+        turn = lambda: torch.gather(delta, 1, group) * movable  # noqa: E731  [R, 15] rad
         for _ in range(steps):
-            tau = tau0 + delta * movable
+            tau = tau0 + turn()
             xyz = internal_to_cartesian(ca_[None], lt, bond, cos_t_[None], sin_t_[None], torch.cos(tau)[None],
                                         torch.sin(tau)[None])[0]
-            loss = clash_loss(xyz, lt, src, dst, last, everyone, clash_distance) \
-                + restraint * (1 - torch.cos(delta * movable)).mean()
+            loss = clash_loss(xyz, lt, src, dst, last, everyone, clash_distance, ca_cutoff) \
+                + restraint * (1 - torch.cos(turn())).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        tau = (tau0 + delta * movable).detach()
+        tau = (tau0 + turn()).detach()
     return cos_t, sin_t, torch.cos(tau), torch.sin(tau), theta
+
+
+def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
+    """Residue pairs (src > dst) [E] with CA-CA < ``ca_cutoff`` Å where a side-chain atom (beyond CB) of one comes
+    closer than ``distance`` Å to any atom of the other in ``xyz`` [R, 15, 3] Å: the only pairs relief can change."""
+    src, dst, _ = radius_graph(ca, packing, ca_cutoff)
+    keep = src > dst
+    src, dst = src[keep], dst[keep]
+    if src.numel() == 0:
+        return src, dst
+    side = torch.zeros(rc.ATOMS_PER_RESIDUE, dtype=torch.bool, device=ca.device)
+    side[5:rc.OXT_SLOT] = True
+    mask_a, mask_b = lt.atom_mask[src], lt.atom_mask[dst]                                  # [E, 15]
+    pair = mask_a[:, :, None] & mask_b[:, None, :] & (side[None, :, None] | side[None, None, :])
+    d = torch.cdist(xyz[src], xyz[dst], compute_mode="donot_use_mm_for_euclid_dist")     # [E, 15, 15]
+    near = (d.masked_fill(~pair, float("inf")).flatten(1).min(1).values < distance)
+    return src[near], dst[near]

@@ -21,7 +21,7 @@ from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
 CROP_CONTEXT = 2  # residues next to an artificial crop end whose CG context was cut (loss masked)
 BOND_TOLERANCE = 0.35  # Å: a reference bond further than this from Engh & Huber marks the residue as damaged
 MAX_BAD_RESIDUES = 0.05  # frames with more damaged residues than this share are dropped
-CACHE_VERSION = 2
+CACHE_VERSION = 4  # 4: symmetric side-chain atoms in canonical naming
 
 
 def read_index(folder):
