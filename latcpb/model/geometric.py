@@ -25,7 +25,7 @@ NONE, FIXED, CHI, OFFSET, PSI = -1, 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
 ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6) for the backbone table
 N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
-PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1, chi2 within +-60 degrees (puckers lie within +-45)
+PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1 within +-60 degrees (puckers lie within +-45)
 RING_CLOSURE_TOLERANCE = 0.02  # Å: largest accepted deviation of the N-CD distance from its Engh & Huber length
 CIS_CA_DISTANCE = 3.3          # Å: a CA_i-CA_i+1 distance below this is a cis peptide (trans ~3.8, cis ~2.9)
 CIS_PEPTIDE_ANGLES_DEG = (116.2, 121.7)  # CA-C-N, C-N-CA of the ideal cis unit (Engh & Huber)
@@ -228,8 +228,8 @@ class GeometryIdealizer(_IdealGeometry):
     Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
     torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
     (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
-    (ideal angles and torsions beyond CG), closed proline rings. ``level`` "full" also imposes the bond angles and torsions of the other rigid groups (guanidinium, carboxylate and amide planes,
-    branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+    (ideal angles and torsions beyond CG), closed proline rings. ``level`` "full" also imposes the bond angles and
+    torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
     def __init__(self, device="cpu", ideal=None, level="standard"):
@@ -265,9 +265,10 @@ class GeometryIdealizer(_IdealGeometry):
     def _close_prolines(self, xyz, lt: LayoutTensors, theta, tau) -> bool:
         """Set CB, CG, CD of every proline (in ``theta``/``tau`` [B, N, 15], in place) so that its ring closes.
 
-        CB and the ring angles take their ideal values; (chi1, chi2) become the pair nearest to the generated one
-        (on a 1-degree grid) whose N-CD distance is within 0.02 Å of the Engh & Huber length, or the best-closing
-        pair when none is. ``xyz`` supplies the final backbone. Returns False when there is no proline.
+        CB and the ring angles take their ideal values. For each chi1 of a 1-degree grid the chi2 that closes the
+        ring (N-CD at its Engh & Huber length) is solved in closed form (two solutions, or the best-closing one);
+        the (chi1, chi2) pair nearest to the generated one wins. ``xyz`` supplies the final backbone. Returns False
+        when there is no proline.
         """
         rows = torch.nonzero(lt.restype == rc.RESTYPE_INDEX["PRO"]).flatten()
         if not len(rows):
@@ -280,22 +281,35 @@ class GeometryIdealizer(_IdealGeometry):
             theta[..., rows, slot] = ideal_theta[slot]
         tau[..., rows, cb_slot] = self._value[pro, cb_slot].to(dtype)
         bond = lt.bond_lengths[rows].to(dtype)                            # [P, 15]
-        n, ca, c = (xyz[..., rows, k, :] for k in (0, 1, 2))               # [B, P, 3]
-        cb = place_atom_angles(c, n, ca, bond[:, cb_slot], theta[..., rows, cb_slot], tau[..., rows, cb_slot])
-        grid = self._proline_grid.to(dtype)                               # [G]
-        cg = place_atom_angles(n[..., None, :], ca[..., None, :], cb[..., None, :], bond[:, None, cg_slot],
-                               ideal_theta[cg_slot], grid)                # [B, P, G, 3] over chi1
-        cd = place_atom_angles(ca[..., None, None, :], cb[..., None, None, :], cg[..., :, None, :],
-                               bond[:, None, None, cd_slot], ideal_theta[cd_slot], grid[None, :])  # [B, P, G, G, 3]
+        n, ca, c = (xyz[..., rows, k, None, :] for k in (0, 1, 2))        # [B, P, 1, 3]
+        cb = place_atom_angles(c, n, ca, bond[:, None, cb_slot], theta[..., rows, cb_slot, None],
+                               tau[..., rows, cb_slot, None])
+        chi1_grid = self._proline_grid.to(dtype)                          # [G]
+        cg = place_atom_angles(n, ca, cb, bond[:, None, cg_slot], ideal_theta[cg_slot], chi1_grid)  # [B, P, G, 3]
+        # CD = CG + b (-cos(theta) u + sin(theta) (cos(chi2) v + sin(chi2) w)) in the NeRF frame of (CA, CB, CG):
+        # |CD - N|^2 = A + R cos(chi2 - phi), solved for the ring-closing length
+        u = F.normalize(cg - cb, dim=-1)
+        w = F.normalize(torch.cross(cb - ca, u, dim=-1), dim=-1)
+        v = torch.cross(w, u, dim=-1)
+        b, t = bond[:, None, cd_slot], ideal_theta[cd_slot]
+        q = cg - b[..., None] * torch.cos(t) * u - n
+        qv, qw = (q * v).sum(-1), (q * w).sum(-1)                         # [B, P, G]
+        radius = b * torch.sin(t)
+        a = (q * q).sum(-1) + radius ** 2
+        r = 2 * radius * torch.sqrt(qv ** 2 + qw ** 2)
         length = rc.RING_CLOSING_BONDS["PRO"][0][2]
-        gap = (torch.linalg.norm(cd - n[..., None, None, :], dim=-1) - length).abs()   # [B, P, G, G]
-        chi1, chi2 = tau[..., rows, cg_slot], tau[..., rows, cd_slot]     # [B, P] generated
-        wrap = lambda a: torch.atan2(torch.sin(a), torch.cos(a))          # noqa: E731
-        move = wrap(grid[:, None] - chi1[..., None, None]) ** 2 + wrap(grid[None, :] - chi2[..., None, None]) ** 2
-        cost = torch.where(gap <= RING_CLOSURE_TOLERANCE, move, 100.0 + gap)
-        best = cost.flatten(-2).argmin(-1)                               # [B, P]
-        tau[..., rows, cg_slot] = grid[best // len(grid)]
-        tau[..., rows, cd_slot] = grid[best % len(grid)]
+        ratio = ((length ** 2 - a) / r).clamp(-1.0, 1.0)
+        gap = (torch.sqrt(a + r * ratio) - length).abs()                  # 0 where the ring can close
+        phi, delta = torch.atan2(qw, qv), torch.acos(ratio)
+        chi2 = torch.stack([phi + delta, phi - delta], -1)                # [B, P, G, 2]
+        chi1 = chi1_grid[:, None].expand_as(chi2)
+        wrap = lambda x: torch.atan2(torch.sin(x), torch.cos(x))          # noqa: E731
+        generated1, generated2 = (tau[..., rows, k, None, None] for k in (cg_slot, cd_slot))
+        move = wrap(chi1 - generated1) ** 2 + wrap(chi2 - generated2) ** 2
+        cost = torch.where(gap[..., None] <= RING_CLOSURE_TOLERANCE, move, 100.0 + gap[..., None])
+        best = cost.flatten(-2).argmin(-1, keepdim=True)                  # [B, P, 1]
+        tau[..., rows, cg_slot] = torch.gather(chi1.flatten(-2), -1, best)[..., 0]
+        tau[..., rows, cd_slot] = torch.gather(chi2.flatten(-2), -1, best)[..., 0]
         return True
 
 
