@@ -2,9 +2,10 @@
 
 Baseline: backbone N and C from the CA trace with internal coordinates binned by the local CA-trace shape (mean
 values of their chain position at chain ends), every peptide then made an ideal planar unit (trans, or cis where
-the CA trace is cis), O from the backbone torsion psi, side chains in the most frequent rotamer of the training data. Angles, fixed torsions, rotamers and the
-peptide unit come from ``geometry/data/ideal_geometry.json`` (``python -m latcpb.tools.fit_ideal_geometry``); bond
-lengths from the Engh & Huber table. Deterministic: every sample is the same structure.
+the CA trace is cis), O from the backbone torsion psi, side chains in the most frequent rotamer of the training data.
+Angles, fixed torsions, rotamers and the trans peptide unit come from ``geometry/data/ideal_geometry.json``
+(``python -m latcpb.tools.fit_ideal_geometry``); bond lengths from the Engh & Huber table. Deterministic: every
+sample is the same structure.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6
 N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
 PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1 within +-60 degrees (puckers lie within +-45)
 RING_CLOSURE_TOLERANCE = 0.02  # Å: largest accepted deviation of the N-CD distance from its Engh & Huber length
-CIS_CA_DISTANCE = 3.3          # Å: a CA_i-CA_i+1 distance below this is a cis peptide (trans ~3.8, cis ~2.9)
+CIS_CA_DISTANCE = 3.3  # Å: CA_i-CA_i+1 below this is cis (train set: cis 2.74-3.36, median 3.0; trans >= 3.53)
 CIS_PEPTIDE_ANGLES_DEG = (116.2, 121.7)  # CA-C-N, C-N-CA of the ideal cis unit (Engh & Huber)
 
 
@@ -116,17 +117,24 @@ def _tables(ideal):
     return theta, kind, value, sibling, anchors, binned, peptide
 
 
+def _rotate2d(v, angle):
+    """2-D vector v turned by ``angle`` rad (counter-clockwise)."""
+    return np.array([v[0] * np.cos(angle) - v[1] * np.sin(angle), v[0] * np.sin(angle) + v[1] * np.cos(angle)])
+
+
 def _cis_peptide_unit():
     """(C x, y, z, N x, y) Å of an ideal planar cis peptide (omega 0; Engh & Huber lengths and angles) in the frame
     of ``peptide_frames`` (x along CA_i-CA_i+1, N_i+1 on the +y side), like the fitted trans unit."""
     ca_c, c_n, n_ca = rc.BACKBONE_BONDS["CA-C"], rc.BACKBONE_BONDS["C-N"], rc.BACKBONE_BONDS["N-CA"]
     ca_c_n, c_n_ca = np.radians(CIS_PEPTIDE_ANGLES_DEG)
-    turn = lambda v, a: np.array([v[0] * np.cos(a) - v[1] * np.sin(a), v[0] * np.sin(a) + v[1] * np.cos(a)])  # noqa: E731
     ca_i, c = np.zeros(2), np.array([ca_c, 0.0])
-    n = c + c_n * turn(np.array([-1.0, 0.0]), -ca_c_n)         # angle CA_i-C-N, N above the x axis
+    n = c + c_n * _rotate2d(np.array([-1.0, 0.0]), -ca_c_n)     # angle CA_i-C-N, N above the x axis
+
+    def side(p):  # which side of the C-N bond p lies on
+        return np.sign((n - c)[0] * (p - c)[1] - (n - c)[1] * (p - c)[0])
+
     # omega 0: CA_i+1 on the same side of the C-N bond as CA_i
-    candidates = [n + n_ca * turn((c - n) / c_n, sign * c_n_ca) for sign in (1.0, -1.0)]
-    side = lambda p: np.sign(np.cross(n - c, p - c))  # noqa: E731
+    candidates = [n + n_ca * _rotate2d((c - n) / c_n, sign * c_n_ca) for sign in (1.0, -1.0)]
     ca_next = next(p for p in candidates if side(p) == side(ca_i))
     x = (ca_next - ca_i) / np.linalg.norm(ca_next - ca_i)
     y = np.array([-x[1], x[0]])
@@ -142,9 +150,7 @@ def _peptide_oxygen(unit, angle_ca_c_o):
     u = -c / np.linalg.norm(c)
     best = None
     for sign in (1.0, -1.0):
-        a = sign * angle_ca_c_o
-        o = c + rc.BACKBONE_BONDS["C-O"] * np.array([u[0] * np.cos(a) - u[1] * np.sin(a),
-                                                    u[0] * np.sin(a) + u[1] * np.cos(a)])
+        o = c + rc.BACKBONE_BONDS["C-O"] * _rotate2d(u, sign * angle_ca_c_o)
         if best is None or np.linalg.norm(o - n) > np.linalg.norm(best - n):
             best = o
     return np.array([best[0], best[1], 0.0])
@@ -229,7 +235,8 @@ class GeometryIdealizer(_IdealGeometry):
     torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
     (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
     (ideal angles and torsions beyond CG), closed proline rings. ``level`` "full" also imposes the bond angles and
-    torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality). ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+    torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality).
+    ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
     def __init__(self, device="cpu", ideal=None, level="standard"):
