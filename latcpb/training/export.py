@@ -61,8 +61,10 @@ def throughput(generator, n_residues=100, frames=64, repeats=2, steps=None, temp
 @click.option("--refine-steps", type=int, default=None, help="Shipped default clash-relief steps.")
 @click.option("--single-mode", type=click.Choice(["prior_mean", "ddim"]), default=None,
               help="Shipped mode-seeking single-sample mode.")
+@click.option("--sample-mode", type=click.Choice(["ddim", "prior"]), default=None,
+              help="Shipped mode of stochastic samples (--samples N, --temperature).")
 def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_json, ddim_steps, refine_steps,
-         single_mode):
+         single_mode, sample_mode):
     """Evaluate CHECKPOINT on the validation set (several sampling modes) and write the shipped weights."""
     from latcpb.model.latent_generator import LatentDiffusionGenerator
     from latcpb.training.checkpoint import model_from_checkpoint
@@ -80,6 +82,9 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
     cfg["inference"].setdefault("single_mode", "ddim")
     if single_mode is not None:
         cfg["inference"]["single_mode"] = single_mode
+    cfg["inference"].setdefault("sample_mode", "ddim")
+    if sample_mode is not None:
+        cfg["inference"]["sample_mode"] = sample_mode
     model, _ = model_from_checkpoint(checkpoint)
     d = cfg["data"]
     val_cache = os.path.join(d["cache_dir"], f"val_{os.path.basename(os.path.normpath(d['val']))}_f{d['max_frames']}.pt")
@@ -95,6 +100,7 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
         "ddim_T0_4steps": evaluate(model, val, frames_per_entry, mode="ddim", steps=4, temperature=0.0),
         "ddim_T1": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=1.0),
         "ddim_T0.5": evaluate(model, val, frames_per_entry, mode="ddim", steps=ic["steps"], temperature=0.5),
+        "prior_T1_relief": evaluate(model, val, frames_per_entry, mode="prior", temperature=1.0, refine_steps=rs),
         "prior_mean": evaluate(model, val, frames_per_entry, mode="prior_mean"),
         "autoencoder_posterior": evaluate(model, val, frames_per_entry, mode="posterior"),
     }
@@ -134,7 +140,8 @@ def main(checkpoint, log_path, out_dir, frames_per_entry, fp16, threads, extra_j
         "cpu_threads": threads, "cpu_load_average_1min": os.getloadavg()[0],
         "command": "latcpb-train latcpb/configs/default.json --out runs/default && "
                    "python -m latcpb.training.export runs/default/last.pt --log runs/default/log.jsonl "
-                   f"--refine-steps {ic['refine_steps']} --single-mode {ic['single_mode']}",
+                   f"--refine-steps {ic['refine_steps']} --single-mode {ic['single_mode']} "
+                   f"--sample-mode {ic['sample_mode']}",
     }
     if extra_json:
         with open(extra_json, encoding="utf-8") as fh:
