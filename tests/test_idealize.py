@@ -108,3 +108,17 @@ def test_clash_relief_turns_torsion_groups_together():
         first = torch.gather(turn, 1, members.float().argmax(-1, keepdim=True))
         spread = (turn - first).abs()[members & rows[:, None]]
         assert spread.numel() == 0 or float(spread.max()) < 1e-9
+
+
+def test_d_residues_are_turned_to_l():
+    """The mirror image of T0922 (every residue D) comes out of the idealiser with every residue L; the CA trace and
+    the side-chain torsions relative to CB are kept."""
+    from latcpb.metrics.structure import d_residues
+
+    xyz, lt, present = _distorted(MINI, "T0922")
+    mirror = xyz * torch.tensor([-1.0, 1.0, 1.0], dtype=xyz.dtype)
+    mask = present.numpy()
+    assert d_residues(mirror[0].numpy(), mask).sum() > 60
+    out = GeometryIdealizer()(mirror, lt)
+    assert d_residues(out[0].numpy(), mask).sum() == 0
+    assert torch.equal(out[..., 1, :], mirror[..., 1, :])

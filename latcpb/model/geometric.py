@@ -29,6 +29,7 @@ N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bi
 PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1 within +-60 degrees (puckers lie within +-45)
 RING_CLOSURE_TOLERANCE = 0.02  # Å: largest accepted deviation of the N-CD distance from its Engh & Huber length
 CIS_CA_DISTANCE = 3.3  # Å: CA_i-CA_i+1 below this is cis (train set: cis 2.74-3.36, median 3.0; trans >= 3.53)
+CB_SLOT = 4
 CIS_PEPTIDE_ANGLES_DEG = (116.2, 121.7)  # CA-C-N, C-N-CA of the ideal cis unit (Engh & Huber)
 
 
@@ -234,7 +235,8 @@ class GeometryIdealizer(_IdealGeometry):
     Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
     torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
     (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
-    (ideal angles and torsions beyond CG), closed proline rings. ``level`` "full" also imposes the bond angles and
+    (ideal angles and torsions beyond CG), closed proline rings, L chirality (a CB on the D side of the backbone
+    takes its ideal position, side chain and all). ``level`` "full" also imposes the bond angles and
     torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality).
     ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
@@ -258,6 +260,13 @@ class GeometryIdealizer(_IdealGeometry):
         else:   # aromatic rings: every angle beyond CG, every torsion but chi2
             ring = self._ring[lt.restype]
             imposed_theta, imposed_tau = ring, ring & rigid
+        # chirality guard: a CB on the D side of its backbone takes the ideal (L) position
+        n, ca, c, cb_xyz = (xyz[..., k, :] for k in (0, 1, 2, CB_SLOT))
+        d_side = (torch.cross(n - ca, c - ca, dim=-1) * (cb_xyz - ca)).sum(-1) < 0           # [B, N]
+        cb = torch.zeros_like(imposed_theta)
+        cb[..., CB_SLOT] = True
+        imposed_theta = imposed_theta | (cb & d_side[..., None])
+        imposed_tau = imposed_tau | (cb & d_side[..., None])
         theta = torch.where(imposed_theta, self._theta[lt.restype].to(xyz.dtype), theta)
         tau = torch.where(imposed_tau & (kind == FIXED), self._value[lt.restype].to(xyz.dtype), tau)
         tau = torch.where(imposed_tau & (kind == OFFSET), self._sibling_offsets(tau, lt.restype), tau)

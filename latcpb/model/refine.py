@@ -17,7 +17,7 @@ RELIEF_CA_CUTOFF = 15.0  # Å: residue pairs further apart (CA-CA) cannot touch
 RELIEF_MARGIN = 3.0      # Å: residue pairs whose side chains come closer than the hinge + this take part
 
 
-def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.15, clash_distance=3.0, restraint=1.0,
+def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.2, clash_distance=3.0, restraint=1.0,
                     ca_cutoff=RELIEF_CA_CUTOFF):
     """Decoded internals -> (cos_theta, sin_theta, cos_tau, sin_tau, theta) with side-chain torsions adjusted.
 
