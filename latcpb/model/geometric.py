@@ -236,7 +236,7 @@ class GeometryIdealizer(_IdealGeometry):
     torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
     (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
     (ideal angles and torsions beyond CG), closed proline rings, L chirality (a CB on the D side of the backbone
-    takes its ideal position, side chain and all). ``level`` "full" also imposes the bond angles and
+    takes its ideal position, chi1 turned to keep the side chain where it was). ``level`` "full" also imposes the bond angles and
     torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality).
     ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
@@ -260,23 +260,36 @@ class GeometryIdealizer(_IdealGeometry):
         else:   # aromatic rings: every angle beyond CG, every torsion but chi2
             ring = self._ring[lt.restype]
             imposed_theta, imposed_tau = ring, ring & rigid
-        # chirality guard: a CB on the D side of its backbone takes the ideal (L) position
-        n, ca, c, cb_xyz = (xyz[..., k, :] for k in (0, 1, 2, CB_SLOT))
-        d_side = (torch.cross(n - ca, c - ca, dim=-1) * (cb_xyz - ca)).sum(-1) < 0           # [B, N]
-        cb = torch.zeros_like(imposed_theta)
-        cb[..., CB_SLOT] = True
-        imposed_theta = imposed_theta | (cb & d_side[..., None])
-        imposed_tau = imposed_tau | (cb & d_side[..., None])
         theta = torch.where(imposed_theta, self._theta[lt.restype].to(xyz.dtype), theta)
         tau = torch.where(imposed_tau & (kind == FIXED), self._value[lt.restype].to(xyz.dtype), tau)
         tau = torch.where(imposed_tau & (kind == OFFSET), self._sibling_offsets(tau, lt.restype), tau)
         theta, tau = theta.clone(), tau.clone()
+        self._make_l(xyz, lt, theta, tau)
         self._set_peptide_units(xyz, lt, theta, tau, use_oxygen=True)
         bond = lt.bond_lengths.to(xyz.dtype)
         out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
         if self._close_prolines(out, lt, theta, tau):
             out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
         return out
+
+    def _make_l(self, xyz, lt: LayoutTensors, theta, tau):
+        """Chirality guard (``theta``/``tau`` [B, N, 15] set in place): a CB on the D side of its backbone in ``xyz``
+        takes its ideal L position, and chi1 (with its torsion group) turns so that the first side-chain atom stays
+        as near as it can to where it was."""
+        n, ca, c, cb = (xyz[..., k, :] for k in (0, 1, 2, CB_SLOT))
+        d_side = (torch.cross(n - ca, c - ca, dim=-1) * (cb - ca)).sum(-1) < 0                 # [B, N]
+        d_side &= torch.as_tensor(rc.RESTYPE_ATOM_MASK[:, CB_SLOT], device=xyz.device)[lt.restype]
+        if not bool(d_side.any()):
+            return
+        theta_cb = self._theta[lt.restype, CB_SLOT].to(xyz.dtype).expand_as(d_side)
+        tau_cb = self._value[lt.restype, CB_SLOT].to(xyz.dtype).expand_as(d_side)
+        new_cb = place_atom_angles(c, n, ca, lt.bond_lengths[:, CB_SLOT].to(xyz.dtype), theta_cb, tau_cb)
+        chi1_atom = xyz[..., CB_SLOT + 1, :]                                                  # CG, OG, SG, CG1 ...
+        turn = dihedral(n, ca, new_cb, chi1_atom) - tau[..., CB_SLOT + 1]                      # [B, N]
+        group = torch.as_tensor(rc.RESTYPE_TORSION_GROUP, device=xyz.device)[lt.restype] == 0  # [N, 15] chi1 group
+        theta[..., CB_SLOT] = torch.where(d_side, theta_cb, theta[..., CB_SLOT])
+        tau[..., CB_SLOT] = torch.where(d_side, tau_cb, tau[..., CB_SLOT])
+        tau += torch.where(d_side[..., None] & group, turn[..., None], torch.zeros_like(tau))
 
     def _close_prolines(self, xyz, lt: LayoutTensors, theta, tau) -> bool:
         """Set CB, CG, CD of every proline (in ``theta``/``tau`` [B, N, 15], in place) so that its ring closes.
