@@ -1,6 +1,7 @@
 """Accuracy and speed benchmark on the validation set: LatCPB models and PULCHRA on the same CA traces.
 
     nice -n 10 python bench/run_benchmark.py --out bench/results            # all entries, all frames
+    python bench/run_benchmark.py --out bench/results --models default geometric --temperatures 1.0
     python bench/run_benchmark.py --models default geometric --no-pulchra --entries 2JOF CLN025
 
 For every entry of DATA/INDEX.tsv: the CA atoms of every frame form the input trace; each LatCPB model
@@ -282,8 +283,9 @@ def main(argv=None):
     p.add_argument("--entries", nargs="*", help="only these entries (names of INDEX.tsv)")
     p.add_argument("--max-frames", type=int, default=None, help="first N frames of each entry (default: all)")
     p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=None,
-                   help="LatCPB models sample at this temperature (method named latcpb-T<t>); default: mode-seeking")
+    p.add_argument("--temperatures", type=float, nargs="*", default=[],
+                   help="also run every LatCPB model sampling at these temperatures (methods latcpb-T<t>), next to "
+                        "its mode-seeking default")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
@@ -307,9 +309,10 @@ def main(argv=None):
             e["frames"] = min(e["frames"], args.max_frames)
     args.out.mkdir(parents=True, exist_ok=True)
     per_entry = {}
-    methods = ([(_method_name(m, args.temperature), m) for m in args.models]
-               + ([("pulchra", None)] if args.pulchra else []))
-    for name, model in methods:
+    methods = ([(_method_name(m, t), m, t) for m in args.models
+                for t in [None, *(args.temperatures if m != "geometric" else [])]]
+               + ([("pulchra", None, None)] if args.pulchra else []))
+    for name, model, temperature in methods:
         print(f"{name}:", flush=True)
         if name in args.reuse:
             per_entry[name] = []
@@ -322,7 +325,7 @@ def main(argv=None):
             runs = run_pulchra(ref_entries, args.max_frames, args.cache)
         else:
             runs = run_latcpb(model, ref_entries, args.max_frames, args.samples, args.batch_size, args.device,
-                              args.seed, args.temperature)
+                              args.seed, temperature)
         per_entry[name] = score_method(name, runs, args.samples, args.out)
     notes = []
     if any(m in ("default", "latcpb") for m in args.models):
@@ -336,6 +339,9 @@ def main(argv=None):
         else:
             notes.append("`latcpb` = the default model; no shipped weights existed at run time, so it is the "
                          "rule-based geometric generator (same as `latcpb-geometric`).")
+    for t in args.temperatures:
+        notes.append(f"`latcpb-T{t:g}` = the same model drawing one sample per CG frame from its learned distribution "
+                     f"(`--temperature {t:g}`, the ensemble setting) instead of the mode-seeking default.")
     notes += args.note
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "notes": notes,
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
