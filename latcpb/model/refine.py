@@ -15,6 +15,7 @@ from latcpb.model.losses import clash_loss
 
 RELIEF_CA_CUTOFF = 15.0  # Å: residue pairs further apart (CA-CA) cannot touch
 RELIEF_MARGIN = 3.0      # Å: residue pairs whose side chains come closer than the hinge + this take part
+CONTACT_CHUNK = 16384    # residue pairs per distance block ([16384, 15, 15] floats, 15 MB)
 
 
 def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.2, clash_distance=3.0, restraint=1.0,
@@ -74,8 +75,10 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
         return src, dst
     side = torch.zeros(rc.ATOMS_PER_RESIDUE, dtype=torch.bool, device=ca.device)
     side[5:rc.OXT_SLOT] = True
-    mask_a, mask_b = lt.atom_mask[src], lt.atom_mask[dst]                                  # [E, 15]
-    pair = mask_a[:, :, None] & mask_b[:, None, :] & (side[None, :, None] | side[None, None, :])
-    d = torch.cdist(xyz[src], xyz[dst], compute_mode="donot_use_mm_for_euclid_dist")     # [E, 15, 15]
-    near = (d.masked_fill(~pair, float("inf")).flatten(1).min(1).values < distance)
+    near = torch.zeros(len(src), dtype=torch.bool, device=ca.device)
+    for k in range(0, len(src), CONTACT_CHUNK):                       # bounded memory on large packed systems
+        a, b = src[k:k + CONTACT_CHUNK], dst[k:k + CONTACT_CHUNK]
+        pair = lt.atom_mask[a][:, :, None] & lt.atom_mask[b][:, None, :] & (side[None, :, None] | side[None, None, :])
+        d = torch.cdist(xyz[a], xyz[b], compute_mode="donot_use_mm_for_euclid_dist")     # [e, 15, 15]
+        near[k:k + CONTACT_CHUNK] = d.masked_fill(~pair, float("inf")).flatten(1).min(1).values < distance
     return src[near], dst[near]
