@@ -25,8 +25,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
 @click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
 @click.option("--idealize", default="standard", show_default=True, type=click.Choice(["standard", "full", "none"]),
-              help="Impose ideal geometry on the output: bond lengths, trans peptide units, closed aromatic and "
-              "proline rings; 'full' also planar groups and branch points; 'none' keeps the generator's output.")
+              help="Impose ideal geometry on the output: bond lengths, planar peptide units (cis where the CA trace "
+              "is), closed aromatic and proline rings, L chirality; 'full' also planar groups and branch points; "
+              "'none' keeps the generator's output.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Frames per batch.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--start", default=None, type=int, help="First frame (0-based).")
