@@ -69,7 +69,9 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
     """Residue pairs (src > dst) [E] with CA-CA < ``ca_cutoff`` Å where a side-chain atom (beyond CB) of one comes
     closer than ``distance`` Å to any atom of the other in ``xyz`` [R, 15, 3] Å: the only pairs relief can change."""
     src, dst, _ = radius_graph(ca, packing, ca_cutoff)
-    keep = src > dst
+    # a pair can only touch if its CA-CA distance is below the two residues' reaches (farthest atom from CA) + distance
+    reach = (torch.linalg.norm(xyz - ca[:, None], dim=-1) * lt.atom_mask).amax(-1)         # [R] Å
+    keep = (src > dst) & (torch.linalg.norm(ca[src] - ca[dst], dim=-1) < reach[src] + reach[dst] + distance)
     src, dst = src[keep], dst[keep]
     if src.numel() == 0:
         return src, dst
