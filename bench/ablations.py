@@ -2,7 +2,7 @@
 over several seeds: trains each config (skipped when its run folder already holds a finished checkpoint), scores it
 on the validation set, prints a table and writes JSON.
 
-    python bench/ablations.py --seeds 0 1 2 --out runs/ablations --json bench/ABLATIONS.json --markdown bench/ABLATIONS.md
+    python bench/ablations.py --seeds 0 1 2      # trains what is missing in runs/ablations, writes bench/ABLATIONS.*
 
 Configs: latcpb/configs/ablation_{base,no_discrete,no_contrastive}.json (500 autoencoder + 300 diffusion steps,
 about 14 min each on one CPU thread). Scored per run, on up to --frames frames of every validation entry: the
@@ -91,7 +91,8 @@ def markdown(result: dict) -> str:
         "`latcpb/configs/ablation_*.json`) once per seed; each run is scored on up to "
         f"{result['frames_per_entry']} frames of every validation entry by `latcpb.training.validation.evaluate` "
         "(interior residues, no superposition, means over entries, no idealisation).", "",
-        "Cells: heavy / backbone / side-chain RMSD (Å) / clashing residues (%), mean ± standard deviation over seeds.",
+        "Cells: heavy / backbone / side-chain RMSD (Å) / clashing residues (%), mean ± standard deviation over "
+        "seeds.",
         "", table(result["results"]), ""])
 
 

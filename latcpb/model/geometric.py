@@ -236,8 +236,8 @@ class GeometryIdealizer(_IdealGeometry):
     torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
     (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
     (ideal angles and torsions beyond CG), closed proline rings, L chirality (a CB on the D side of the backbone
-    takes its ideal position, chi1 turned to keep the side chain where it was). ``level`` "full" also imposes the bond angles and
-    torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB chirality).
+    takes its ideal position, chi1 turned to keep the side chain where it was). ``level`` "full" also imposes the
+    bond angles and torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB).
     ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
