@@ -61,9 +61,9 @@ class Backmapper:
     model: None (shipped model), "latcpb", "geometric" or a checkpoint path; samples: all-atom samples per CG
     frame; seed: makes sampling reproducible (the same seed and batch size give bit-identical output on the CPU);
     batch_size: frames per generator call; idealize: "standard" (default) imposes Engh & Huber bond lengths, ideal
-    trans peptide units (where the CA trace is trans), planar aromatic rings and closed proline rings on the
-    generator's output, "full" also the other rigid groups (planar groups, branch points), "none" keeps the output
-    as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to the generator.
+    planar peptide units (cis where the CA trace is cis), planar aromatic rings, closed proline rings and L chirality
+    on the generator's output, "full" also the other rigid groups (planar groups, branch points), "none" keeps the
+    output as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to the generator.
     """
 
     def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="standard",
