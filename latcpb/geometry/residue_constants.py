@@ -277,3 +277,14 @@ def _derive_torsion_groups():
 
 
 RESTYPE_TORSION_GROUP = _derive_torsion_groups()
+
+
+def _derive_aromatic_rings():
+    """RESTYPE_AROMATIC_RING [20, 15] bool: the atoms beyond CG of the planar rings of ``AROMATIC_RINGS``."""
+    ring = np.zeros((N_RESTYPES, ATOMS_PER_RESIDUE), dtype=bool)
+    for name in AROMATIC_RINGS:
+        ring[RESTYPE_INDEX[name], slot_names(name).index("CG") + 1:OXT_SLOT] = True
+    return ring & RESTYPE_ATOM_MASK
+
+
+RESTYPE_AROMATIC_RING = _derive_aromatic_rings()

@@ -162,10 +162,7 @@ def aromatic_ring_tables(ideal=None):
     ``ring`` bool; ``theta`` rad; ``fixed`` bool (torsion = ``value``); ``offset`` bool (torsion = torsion of slot
     ``sibling`` + ``value``); ``value`` rad. Atoms with neither flag (chi2) keep their torsion."""
     theta, kind, value, sibling, *_ = _tables(ideal or load_ideal_geometry())
-    ring = np.zeros((rc.N_RESTYPES, rc.ATOMS_PER_RESIDUE), dtype=bool)
-    for name in rc.AROMATIC_RINGS:
-        ring[rc.RESTYPE_INDEX[name], rc.slot_names(name).index("CG") + 1:rc.OXT_SLOT] = True
-    ring &= rc.RESTYPE_ATOM_MASK
+    ring = rc.RESTYPE_AROMATIC_RING
     return {"ring": ring, "theta": theta, "fixed": ring & (kind == FIXED), "offset": ring & (kind == OFFSET),
             "value": value, "sibling": sibling}
 
@@ -246,7 +243,7 @@ class GeometryIdealizer(_IdealGeometry):
         if level not in ("standard", "full"):
             raise ValueError(f"unknown idealisation level {level!r}")
         self.level = level
-        self._ring = torch.as_tensor(aromatic_ring_tables(ideal)["ring"], device=self.device)  # [20, 15]
+        self._ring = torch.as_tensor(rc.RESTYPE_AROMATIC_RING, device=self.device)  # [20, 15]
         grid = torch.deg2rad(torch.arange(-PROLINE_CHI_RANGE_DEG, PROLINE_CHI_RANGE_DEG + 0.5, 1.0,
                                           dtype=torch.float64, device=self.device))
         self._proline_grid = grid                                     # [G] rad
@@ -302,7 +299,7 @@ class GeometryIdealizer(_IdealGeometry):
         rows = torch.nonzero(lt.restype == rc.RESTYPE_INDEX["PRO"]).flatten()
         if not len(rows):
             return False
-        cb_slot, cg_slot, cd_slot = (rc.slot_names("PRO").index(a) for a in ("CB", "CG", "CD"))
+        cb_slot, cg_slot, cd_slot = CB_SLOT, CB_SLOT + 1, CB_SLOT + 2     # PRO: CB, CG, CD
         pro = rc.RESTYPE_INDEX["PRO"]
         dtype = xyz.dtype
         ideal_theta = self._theta[pro].to(dtype)                          # [15]
