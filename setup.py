@@ -20,6 +20,7 @@ setup(
         "scipy>=1.10",
         "click>=8.0",
         "tqdm>=4.60",
+        "dask[distributed]>=2023.1",
     ],
     extras_require={
         "openmm": ["openmm>=8.0", "pdbfixer>=1.9"],
@@ -27,7 +28,7 @@ setup(
         "bench": ["pulchra>=1.0", "matplotlib>=3.6"],
         "cluster": ["torch-cluster>=1.6"],
         "test": ["pytest>=7", "hypothesis>=6", "mdanalysistests>=2.7", "openmm>=8.0", "pdbfixer>=1.9",
-                 "matplotlib>=3.6"],
+                 "matplotlib>=3.6", "openabc>=1.0", "pandas<3"],
     },
     entry_points={
         "console_scripts": [
