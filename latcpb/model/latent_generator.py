@@ -37,7 +37,8 @@ class LatentDiffusionGenerator:
 
     @classmethod
     def from_checkpoint(cls, path, device=None):
-        """Load a checkpoint written by ``latcpb-train`` (or the shipped weights); bad files raise LatcpbInputError."""
+        """Load a checkpoint written by ``latcpb-train`` (or the shipped weights) with ``weights_only=True``; bad files,
+        and files holding Python objects that could run code, raise LatcpbInputError naming the file."""
         from latcpb.training.checkpoint import model_from_checkpoint
 
         model, state = model_from_checkpoint(str(path), map_location="cpu")

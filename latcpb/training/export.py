@@ -1,7 +1,8 @@
 """Evaluate a training checkpoint on the validation set and export the shipped weights with their provenance.
 
 ``python -m latcpb.training.export runs/default/best.pt --log runs/default/log.jsonl`` writes
-``latcpb/weights/latcpb.pt`` (model weights and config only, no optimizer state) and
+``latcpb/weights/latcpb.pt`` (model weights and config only, no optimizer state; plain data that
+``torch.load(weights_only=True)`` reads, see ``latcpb.training.checkpoint``) and
 ``latcpb/weights/provenance.json`` (data, config, git commit, steps, wall time, validation figures, frames/s).
 """
 from __future__ import annotations
