@@ -13,6 +13,7 @@ from latcpb.data.symmetry import canonical_symmetric, closest_symmetric
 from latcpb.errors import LatcpbInputError
 from latcpb.metrics import structure as st
 from latcpb.metrics import torsions as tor
+from latcpb.metrics import validity as val
 from latcpb.metrics.matching import MatchedSystem, match_systems
 
 RMSD_SETS = ("heavy", "backbone", "sidechain")
@@ -40,8 +41,12 @@ def _nanmean(values) -> float:
 class _FrameScorer:
     """Per-frame metrics of one generated frame against one reference frame (matched atoms)."""
 
-    def __init__(self, matched: MatchedSystem):
+    def __init__(self, matched: MatchedSystem, first_ref_slots: np.ndarray | None = None):
         self.m = matched
+        disulfides = (val.find_disulfides(first_ref_slots, matched.mask, matched.restype)
+                      if first_ref_slots is not None else None)
+        # bond graph, angles and planar groups of the matched atoms; disulfides as the reference has them
+        self.validity = val.validity_topology(matched.restype, matched.mask, matched.previous, disulfides)
         self.sets = st.atom_sets(matched)
         flat_mask = matched.mask.ravel()
         self.flat_mask = flat_mask
@@ -79,13 +84,16 @@ class _FrameScorer:
         cis = tor.cis_peptides(omega, omega_mask, m.restype)
         out["cis_peptides"] = float(cis.sum())
         out["cis_peptides_spurious"] = float((cis & ~ref["cis"]).sum())  # cis where the reference is trans
+        out.update(val.score_validity(self.validity, gen_slots, ref_slots))
         return out
 
     def reference_only(self, ref_slots: np.ndarray) -> dict:
         """Chirality and cis counts of the reference itself (context for the generated values)."""
         _, _, omega, _, _, omega_mask = tor.backbone_torsions(ref_slots, self.m.mask, self.previous)
-        return {"d_residues_ref": float(st.d_residues(ref_slots, self.m.mask).sum()),
-                "cis_peptides_ref": float(tor.cis_peptides(omega, omega_mask, self.m.restype).sum())}
+        out = {"d_residues_ref": float(st.d_residues(ref_slots, self.m.mask).sum()),
+               "cis_peptides_ref": float(tor.cis_peptides(omega, omega_mask, self.m.restype).sum())}
+        out.update({f"ref_{k}": v for k, v in val.score_validity(self.validity, ref_slots).items()})
+        return out
 
 
 def evaluate(ref_universe, gen_universe, samples: int = 1, keep_torsions: bool = False,
@@ -109,7 +117,7 @@ def evaluate(ref_universe, gen_universe, samples: int = 1, keep_torsions: bool =
     ref_traj[0]
     gen_traj[0]
     matched = match_systems(ref_atoms, gen_atoms, ref_source, gen_source)
-    scorer = _FrameScorer(matched)
+    scorer = _FrameScorer(matched, matched.slots(ref_atoms.positions, "ref"))
     heavy = scorer.sets["heavy_with_termini"]
     per_frame: dict[str, list] = {}
     ref_only: dict[str, list] = {}
