@@ -468,24 +468,27 @@ def score_validity(topo: ValidityTopology, xyz: np.ndarray, ref_xyz: np.ndarray 
     return out
 
 
-def structure_validity(atoms, source: str = "structure", wells=None) -> list[dict]:
-    """Validity figures of every frame of an all-atom Universe/AtomGroup on its own (no reference): one dict per
-    frame. Chains and residues as ``latcpb.data.featurize.map_allatom`` reads them; disulfides from frame 0."""
+def structure_topology(atoms, source: str = "structure"):
+    """(AllAtomMapping, ValidityTopology) of an all-atom AtomGroup as read by ``map_allatom`` (its chains and
+    residues; disulfides from the current frame). ``mapping.slots(positions)`` gives the [N, S, 3] coordinates."""
     from latcpb.data.featurize import map_allatom
 
-    atoms = atoms.atoms if hasattr(atoms, "atoms") else atoms
     mapping = map_allatom(atoms, source=source)
     layout = mapping.topology.layout
     restype, chain = layout.restype, layout.chain_index
-    present = mapping.present
     previous = np.full(len(restype), -1, dtype=np.int64)
     same = chain[1:] == chain[:-1]
     previous[1:][same] = np.arange(len(restype) - 1)[same]
+    xyz = mapping.slots(atoms.positions.astype(np.float64))
+    topo = validity_topology(restype, mapping.present, previous, find_disulfides(xyz, mapping.present, restype))
+    return mapping, topo
+
+
+def structure_validity(atoms, source: str = "structure", wells=None) -> list[dict]:
+    """Validity figures of every frame of an all-atom Universe/AtomGroup on its own (no reference): one dict per
+    frame. Chains and residues as ``latcpb.data.featurize.map_allatom`` reads them; disulfides from frame 0."""
+    atoms = atoms.atoms if hasattr(atoms, "atoms") else atoms
     traj = atoms.universe.trajectory
     traj[0]
-    topo = validity_topology(restype, present, previous,
-                             find_disulfides(mapping.slots(atoms.positions.astype(np.float64)), present, restype))
-    out = []
-    for _ in traj:
-        out.append(score_validity(topo, mapping.slots(atoms.positions.astype(np.float64)), wells=wells))
-    return out
+    mapping, topo = structure_topology(atoms, source)
+    return [score_validity(topo, mapping.slots(atoms.positions.astype(np.float64)), wells=wells) for _ in traj]
