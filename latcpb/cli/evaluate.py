@@ -4,7 +4,8 @@
     latcpb-eval REF_TOP REF_TRAJ GEN_TOP GEN_TRAJ -o REPORT_DIR [--samples S]
     latcpb-eval REF_TOP REF_TRAJ GEN_TOP -o REPORT_DIR      (3 files: decided by the second file's extension)
 
-Writes REPORT_DIR/metrics.json and PNG figures (torsions, Ramachandran maps, per-residue RMSD).
+Writes REPORT_DIR/metrics.json and PNG figures (torsions, Ramachandran maps, per-residue RMSD), and prints the
+validity figures (chain ends included) of the generated and the reference structures as a table, then accuracy.
 """
 from __future__ import annotations
 
@@ -121,6 +122,18 @@ def _fmt(value, spec=".3f"):
     return "n/a" if value is None else format(value, spec)
 
 
+def validity_table(result: dict) -> str:
+    """Text table of the validity figures (means over frames): generated vs reference."""
+    from latcpb.metrics import VALIDITY_DETAIL_KEYS, VALIDITY_KEYS
+
+    rows = [(title, _fmt(result.get(key), spec), _fmt(result.get(f"ref_{key}"), spec))
+            for key, title, spec in VALIDITY_KEYS + VALIDITY_DETAIL_KEYS if key in result]
+    width = max(len(t) for t, _, _ in rows)
+    lines = [f"{'validity (chain ends included)':<{width}}  {'generated':>10}  {'reference':>10}"]
+    lines += [f"{t:<{width}}  {g:>10}  {ref:>10}" for t, g, ref in rows]
+    return "\n".join(lines)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("files", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -137,6 +150,7 @@ def main(files, out_dir, samples, plots):
         sys.exit(2)
     click.echo(f"{r['n_generated_frames']} generated frame(s) vs {r['n_reference_frames']} reference frame(s), "
                f"{r['n_residues']} residues, coverage {_fmt(r['coverage'])}")
+    click.echo(validity_table(r))
     click.echo(f"RMSD heavy {_fmt(r['rmsd_heavy'])} Å (superposed {_fmt(r['rmsd_heavy_superposed'])}), "
                f"backbone {_fmt(r['rmsd_backbone'])}, side chain {_fmt(r['rmsd_sidechain'])}  [termini excluded]")
     click.echo(f"GED {_fmt(r['ged_signed'])} / corrected {_fmt(r['ged_corrected'])}, "
