@@ -1,4 +1,9 @@
-"""Shared fixtures: the validation data set (skipped where absent), CA-only CG files made in tmp, seeds."""
+"""Shared fixtures: the small validation set in tests/data/val (always there), the whole validation set of
+../shared/data/val (optional: tests on it carry the ``shared_data`` marker and are deselected where it is absent),
+CA-only CG files made in tmp, seeds.
+
+``LATCPB_SHARED_DATA`` points at the shared data (its ``val`` folder or the folder itself); ``LATCPB_NO_SHARED=1``
+hides it, to run the suite as on a fresh clone."""
 from __future__ import annotations
 
 import os
@@ -10,10 +15,18 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+# The small validation set: 6 entries of the validation set listed in tests/data/val/INDEX.tsv, their files in
+# tests/data/val, or in tests/data/mini (CLN025, T0922: one copy of each structure); see tests/data/README.md.
+SMALL_VAL = DATA / "val"
+SMALL_VAL_FOLDERS = (DATA / "val", DATA / "mini")
 
 
 def shared_val_dir() -> Path | None:
-    """$LATCPB_SHARED_DATA/val (or the variable itself if it is the val folder), else <repo>/../shared/data/val."""
+    """$LATCPB_SHARED_DATA/val (or the variable itself if it is the val folder), else <repo>/../shared/data/val;
+    None where absent or where LATCPB_NO_SHARED is set."""
+    if os.environ.get("LATCPB_NO_SHARED", "") not in ("", "0"):
+        return None
     candidates = []
     env = os.environ.get("LATCPB_SHARED_DATA")
     if env:
@@ -25,36 +38,72 @@ def shared_val_dir() -> Path | None:
     return None
 
 
+def _names(root: Path) -> list[str]:
+    return [line.split("\t", 1)[0] for line in (root / "INDEX.tsv").read_text().splitlines()[1:] if line.strip()]
+
+
+def _entry(name: str, folders, shared: bool) -> dict:
+    pdb = next(f / f"{name}.pdb" for f in folders if (f / f"{name}.pdb").is_file())
+    xtc = pdb.with_suffix(".xtc")
+    return {"name": name, "pdb": pdb, "xtc": xtc if xtc.is_file() else None, "shared": shared}
+
+
 def val_entries() -> list[dict]:
-    """Entries of the validation set: {name, pdb, xtc or None}; [] where the data is absent."""
+    """Entries {name, pdb, xtc or None, shared}: the small set of tests/data/val, then the entries only the
+    shared validation set has (``shared`` True) where it is present."""
+    small = [_entry(n, SMALL_VAL_FOLDERS, shared=False) for n in _names(SMALL_VAL)]
     root = shared_val_dir()
     if root is None:
-        return []
-    names = [line.split("\t", 1)[0] for line in (root / "INDEX.tsv").read_text().splitlines()[1:] if line.strip()]
-    return [{"name": n, "pdb": root / f"{n}.pdb",
-             "xtc": (root / f"{n}.xtc") if (root / f"{n}.xtc").exists() else None} for n in names]
+        return small
+    known = {e["name"] for e in small}
+    return small + [_entry(n, [root], shared=True) for n in _names(root) if n not in known]
 
 
-def val_entry_names() -> list[str]:
-    """Names for parametrising; a single placeholder (skipped by ``val_entry``) where the data is absent."""
-    return [e["name"] for e in val_entries()] or ["<no validation data>"]
+def val_entry_params() -> list:
+    """Parameters for ``@pytest.mark.parametrize('val_entry', val_entry_params(), indirect=True)``: one per entry,
+    those of the shared set marked ``shared_data``."""
+    return [pytest.param(e["name"], marks=[pytest.mark.shared_data] if e["shared"] else [], id=e["name"])
+            for e in val_entries()]
+
+
+val_entry_names = val_entry_params  # older name
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_data: needs ../shared/data (LATCPB_SHARED_DATA); deselected "
+                                       "where it is absent")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect (not skip) the tests that need the shared data where it is absent."""
+    if shared_val_dir() is not None:
+        return
+    keep = [item for item in items if item.get_closest_marker("shared_data") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
-def val_dir() -> Path:
-    root = shared_val_dir()
-    if root is None:
-        pytest.skip("validation data not found (set LATCPB_SHARED_DATA or provide ../shared/data/val)")
-    return root
+def val_dir(tmp_path_factory) -> Path:
+    """The small validation set as one folder in the layout of ../shared/data/val (INDEX.tsv, NAME.pdb,
+    NAME.xtc): copies, made in tmp, of the files in tests/data/val and tests/data/mini (about 330 KB)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("small_val")
+    shutil.copy(SMALL_VAL / "INDEX.tsv", folder)
+    for e in val_entries():
+        if not e["shared"]:
+            for path in (e["pdb"], e["xtc"]):
+                if path is not None:
+                    shutil.copy(path, folder)
+    return folder
 
 
 @pytest.fixture
-def val_entry(request, val_dir):
-    """Use with ``@pytest.mark.parametrize('val_entry', val_entry_names(), indirect=True)``."""
-    entry = {e["name"]: e for e in val_entries()}.get(request.param)
-    if entry is None:
-        pytest.skip(f"validation entry {request.param} not available")
-    return entry
+def val_entry(request):
+    """Use with ``@pytest.mark.parametrize('val_entry', val_entry_params(), indirect=True)``."""
+    return {e["name"]: e for e in val_entries()}[request.param]
 
 
 def backmap_command() -> list[str]:

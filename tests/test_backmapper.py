@@ -8,7 +8,7 @@ import pytest
 from MDAnalysis.coordinates.memory import MemoryReader
 
 import latcpb
-from conftest import quiet_universe, val_entry_names
+from conftest import quiet_universe, val_entry_params
 from latcpb.data.names import is_hydrogen, normalize_atomname, normalize_resname
 from latcpb.geometry import residue_constants as rc
 
@@ -94,7 +94,7 @@ def chirality(aa):
     return np.array(signs)
 
 
-@pytest.mark.parametrize("val_entry", val_entry_names(), indirect=True)
+@pytest.mark.parametrize("val_entry", val_entry_params(), indirect=True)
 def test_backmap_val_entry(val_entry):
     ref = quiet_universe(val_entry["pdb"], val_entry["xtc"]) if val_entry["xtc"] else quiet_universe(val_entry["pdb"])
     frames = [0, len(ref.trajectory) - 1] if len(ref.trajectory) > 1 else [0]

@@ -3,6 +3,7 @@ stderr naming what is at fault, no traceback (unless --debug) and no file left i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -235,17 +236,17 @@ def test_real_process_stderr(tmp_path, trp):
 
 @pytest.fixture(scope="module")
 def long_job(tmp_path_factory, val_dir):
-    """A 3000-frame CA trajectory of T0869 (104 residues): minutes of work for latcpb-backmap."""
+    """A 3400-frame CA trajectory of T0862 (93 residues): minutes of work for latcpb-backmap."""
     import MDAnalysis as mda
 
     d = tmp_path_factory.mktemp("long")
-    u = quiet_universe(val_dir / "T0869.pdb")
+    u = quiet_universe(val_dir / "T0862.pdb")
     ca = u.select_atoms("name CA")
     cg = mda.Merge(ca)
     cg.atoms.write(str(d / "cg.pdb"))
     rng = np.random.default_rng(0)
     with mda.Writer(str(d / "cg.xtc"), n_atoms=len(ca)) as w:
-        for _ in range(3000):
+        for _ in range(3400):
             cg.atoms.positions = ca.positions + rng.normal(scale=0.1, size=ca.positions.shape)
             w.write(cg.atoms)
     return d
@@ -294,3 +295,13 @@ def test_sigterm_leaves_no_partial_output(tmp_path, long_job):
     code, _ = _interrupt(long_job, out, signal.SIGTERM)
     assert code != 0
     assert not [f for f in os.listdir(out) if ".partial" in f]
+
+
+@pytest.mark.parametrize("start,step,batch", [(2, 3, 2), (5, 5, 1), (0, 4, 3)])
+def test_bad_frame_named_by_its_input_number_under_start_step(tmp_path, trp, start, step, batch):
+    """Frame 20 of the input holds a NaN: with --start/--step (and batches) the error still names frame 20."""
+    top, traj = write_cg(trp["u"], tmp_path, traj_ext="dcd", edit=_edit_frame(np.nan))
+    assert 20 in range(start, 28, step)
+    line = run_bad(tmp_path, [str(traj), "--top", str(top), "--start", str(start), "--step", str(step),
+                              "--batch-size", str(batch)], [str(traj), "frame 20"])
+    assert re.search(r"\bframe 20\b", line), line

@@ -16,8 +16,9 @@ from latcpb.cli.backmap import main
 from test_backmapper import HEAVY_ATOMS, bond_deviations, chirality, heavy_keys
 
 
-def backmap(args):
-    result = CliRunner().invoke(main, [*map(str, args), "--model", "geometric", "--quiet"])
+def backmap(args, model=None):
+    """``latcpb-backmap ARGS --quiet`` in-process, with the default (shipped) model unless ``model`` is given."""
+    result = CliRunner().invoke(main, [*map(str, args), *(["--model", model] if model else []), "--quiet"])
     assert result.exit_code == 0, (result.stderr, result.exception)
     return result
 
@@ -54,7 +55,7 @@ def test_console_script_xtc(tmp_path, trp):
     """The installed command as a user runs it: aa.xtc + aa.pdb beside it, all frames."""
     out = tmp_path / "aa.xtc"
     proc = subprocess.run([*backmap_command(), str(trp["traj"]), "--top", str(trp["top"]),
-                           "-o", str(out), "--model", "geometric"], capture_output=True, text=True, timeout=300)
+                           "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 28 frames" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["aa.pdb", "aa.xtc"]

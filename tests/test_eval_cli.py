@@ -1,4 +1,4 @@
-"""latcpb-eval on real files (2JOF, tests/data/metrics): perfect self scores, figures, argument forms, bad input."""
+"""latcpb-eval on real files (2JOF, tests/data/val): perfect self scores, figures, argument forms, bad input."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from latcpb.cli.evaluate import main, split_inputs
 from latcpb.errors import LatcpbInputError
 
-DATA = Path(__file__).parent / "data" / "metrics"
+DATA = Path(__file__).parent / "data" / "val"
 PDB, XTC = str(DATA / "2JOF.pdb"), str(DATA / "2JOF.xtc")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from MDAnalysis.lib.distances import calc_dihedrals
 
-from conftest import quiet_universe, val_entry_names
+from conftest import quiet_universe, val_entry_params
 from latcpb.data.featurize import map_allatom
 from latcpb.data.names import normalize_atomname
 from latcpb.geometry import residue_constants as rc
@@ -70,7 +70,7 @@ def _round_trip_error(u):
     return err, ok, mapping
 
 
-@pytest.mark.parametrize("val_entry", val_entry_names(), indirect=True)
+@pytest.mark.parametrize("val_entry", val_entry_params(), indirect=True)
 def test_round_trip_val_entry(val_entry):
     u = quiet_universe(val_entry["pdb"])
     err, ok, mapping = _round_trip_error(u)

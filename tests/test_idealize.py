@@ -1,5 +1,7 @@
 """GeometryIdealizer: closed aromatic and proline rings, ideal peptide units (trans or cis as the CA trace says), the
 generator's chi angles and CA trace kept; clash relief turns whole torsion groups."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,9 @@ from latcpb.model.geometric import GeometryIdealizer
 from latcpb.training.dataset import load_entry
 from latcpb.training.validation import entry_layout
 
-MINI = "tests/data/mini"
-METRICS = "tests/data/metrics"
+DATA = os.path.join(os.path.dirname(__file__), "data")
+MINI = os.path.join(DATA, "mini")
+VAL = os.path.join(DATA, "val")
 
 
 def _distorted(folder, name):
@@ -33,7 +36,7 @@ def _distance(xyz, lt, residue, a, b, offset=0):
     return float((xyz[0, residue, names_a.index(a)] - xyz[0, residue + offset, names_b.index(b)]).norm())
 
 
-@pytest.mark.parametrize("folder,name", [(MINI, "T0922"), (METRICS, "2JOF")])
+@pytest.mark.parametrize("folder,name", [(MINI, "T0922"), (VAL, "2JOF")])
 def test_rings_close_and_peptides_are_ideal(folder, name):
     xyz, lt, present = _distorted(folder, name)
     out = GeometryIdealizer(level="standard")(xyz, lt)
@@ -60,9 +63,9 @@ def test_rings_close_and_peptides_are_ideal(folder, name):
     assert float(diff.abs().max()) < 1e-6
 
 
-def test_cis_peptide_of_the_ca_trace_becomes_an_ideal_cis_unit(val_dir):
+def test_cis_peptide_of_the_ca_trace_becomes_an_ideal_cis_unit():
     """T0892 (val) has cis peptides (CA-CA 2.8-2.9 Å) at SER1-PRO2, ARG141-THR142 and PRO144-PHE145."""
-    xyz, lt, _ = _distorted(str(val_dir), "T0892")
+    xyz, lt, _ = _distorted(VAL, "T0892")
     out = GeometryIdealizer()(xyz, lt)
     ca = out[0, :, 1]
     gap = (ca[1:] - ca[:-1]).norm(dim=-1)

@@ -1,4 +1,4 @@
-"""latcpb.metrics on a real structure (Trp-cage 2JOF, tests/data/metrics): identity gives perfect scores, known
+"""latcpb.metrics on a real structure (Trp-cage 2JOF, tests/data/val): identity gives perfect scores, known
 perturbations move each metric the right way."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from latcpb.metrics import evaluate, match_systems
 from latcpb.metrics import structure as st
 from latcpb.metrics import torsions as tor
 
-DATA = Path(__file__).parent / "data" / "metrics"
+DATA = Path(__file__).parent / "data" / "val"
 RMSD_KEYS = [f"rmsd_{s}{sup}{t}" for s in ("heavy", "backbone", "sidechain") for sup in ("", "_superposed")
              for t in ("", "_with_termini")]
 

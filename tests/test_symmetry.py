@@ -1,5 +1,6 @@
 """Symmetric side chains (ASP, GLU, PHE, TYR, ARG): sources name their equivalent atoms either way; training data
 takes the canonical naming and metrics score a structure the same whichever naming it uses."""
+import os
 import warnings
 
 import MDAnalysis as mda
@@ -11,7 +12,8 @@ from latcpb.data.symmetry import closest_symmetric
 from latcpb.geometry import residue_constants as rc
 from latcpb.metrics import evaluate
 
-PDB = "tests/data/metrics/2JOF.pdb"  # Trp-cage: ASP, TYR, ARG with both namings among its frames
+# Trp-cage: ASP, TYR, ARG with both namings among its frames
+PDB = os.path.join(os.path.dirname(__file__), "data", "val", "2JOF.pdb")
 
 
 def _renamed(u):
