@@ -137,11 +137,16 @@ def test_steps_contacts_and_cis(t0922):
     x = ca.clone()
     x[11:] += 0.8 * (x[11] - x[10]) / (x[11] - x[10]).norm()          # one step stretched to ~4.6 Å
     x[31:] -= 1.1 * (x[31] - x[30]) / (x[31] - x[30]).norm()          # one step compressed to ~2.7 Å
-    res = refine_ca_trace(x, chain, restype)
+    assert restype[31] != RESTYPE_INDEX["PRO"]
+    res = refine_ca_trace(x, chain, restype, cis="proline")
     d = _spacing(res.ca)
     assert DEFAULT_LIMITS.trans[0] <= float(d[10]) <= DEFAULT_LIMITS.trans[1]
     assert DEFAULT_LIMITS.trans[0] <= float(d[30]) <= DEFAULT_LIMITS.trans[1]  # not a proline: not made cis
     assert float(res.rms) < 0.5
+    # with the default ("auto"), a trace with so few violations is atomistic: the short step is the nearest cis one
+    d = _spacing(refine_ca_trace(x, chain, restype).ca)
+    assert DEFAULT_LIMITS.trans[0] <= float(d[10]) <= DEFAULT_LIMITS.trans[1]
+    assert DEFAULT_LIMITS.cis[0] <= float(d[30]) <= DEFAULT_LIMITS.cis[1]
     # two chains whose beads overlap
     two = torch.cat([ca[:30], ca[:30] + torch.tensor([2.0, 0.0, 0.0], dtype=ca.dtype)])
     chains = np.repeat([0, 1], 30)

@@ -42,7 +42,9 @@ class TraceLimits:
 
     trans, cis: CA_i-CA_i+1 ranges (Å) of trans and cis peptides; a step shorter than ``cis_split`` Å is a cis
     candidate. angle: CA_i-1-CA_i-CA_i+1 range (deg). min_contact: smallest distance (Å) between CAs more than two
-    residues apart in a chain or in different chains.
+    residues apart in a chain or in different chains. atomistic_share: with ``cis="auto"``, a frame where at most
+    this share of residues violates the limits is an atomistic trace (its cis steps are kept; the validation
+    structures of CASP reach 4 %), a frame with more is a CG trace (CG-like distortions: 30-90 %).
     """
 
     trans: tuple = (3.60, 4.00)
@@ -50,6 +52,7 @@ class TraceLimits:
     angle: tuple = (78.0, 155.0)
     min_contact: float = 3.4
     cis_split: float = 3.3
+    atomistic_share: float = 0.05
 
 
 DEFAULT_LIMITS = TraceLimits()
@@ -222,10 +225,11 @@ def _cis_allowed(x, topo, limits, cis):
     proline = topo.pro_next[None].expand(f, -1)
     if cis == "proline":
         return proline
-    # auto: a trace that is valid with cis steps anywhere keeps them (an atomistic trace); a trace that needs a
-    # move is a CG trace, whose short steps are compressed trans peptides unless a proline follows
-    valid_any = ~_violations(x, topo, limits, everywhere).frames
-    return torch.where(valid_any[:, None], everywhere, proline)
+    # auto: a trace with few violations when cis steps may be anywhere is atomistic and keeps its cis steps; in a
+    # CG trace (many violations) a short step is a compressed trans peptide unless a proline follows
+    share = _violations(x, topo, limits, everywhere).residues.to(x.dtype).mean(-1)
+    atomistic = share <= limits.atomistic_share
+    return torch.where(atomistic[:, None], everywhere, proline)
 
 
 def trace_violations(ca, chain_index, restype=None, limits: TraceLimits = DEFAULT_LIMITS, cis="auto"):
@@ -233,7 +237,8 @@ def trace_violations(ca, chain_index, restype=None, limits: TraceLimits = DEFAUL
 
     chain_index [N] (or a ``ResidueLayout``, whose restype is then used); restype [N] (needed for the cis rule
     "proline"; without it every step may be cis). cis: "any" (a short step may be cis everywhere), "proline" (only
-    before a proline), "auto" (anywhere in a frame that is otherwise valid, else only before a proline).
+    before a proline), "auto" (anywhere in a frame with few other violations, ``limits.atomistic_share``, else
+    only before a proline).
     Returns ``TraceViolations``.
     """
     chain_index, restype = _unpack_layout(chain_index, restype)

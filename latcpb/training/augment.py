@@ -12,8 +12,8 @@ What the perturbations imitate (each a pure function of a trace [..., N, 3] Å, 
   the beads of a segment of ``straight_length`` residues placed evenly on the line between its end beads, only
   where the resulting spacing stays within ``straight_spacing`` Å.
 ``cg_like_trace`` chains them; its output has every CA-CA step within ``spacing`` Å (2.5-5.1, the range of real CG
-runs) and every bead within ``max_total_shift`` Å of the input (the whole perturbation of a frame is scaled down
-until both hold). ``augment_batch`` applies it to a training ``Batch`` (see there).
+runs) and every bead within ``max_total_shift`` Å of the input (the perturbation of the beads at fault is scaled
+down until both hold). ``augment_batch`` applies it to a training ``Batch`` (see there).
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def straighten_segments(ca, chain_index, fraction, length_range, spacing_range, 
 def cg_like_trace(ca, chain_index, params: CGPerturbation = CGPerturbation(), generator=None):
     """A CG-like version of the CA trace ca [F, N, 3] (or [N, 3]) Å: straightened and smoothed segments, then bead
     jitter. Every step stays within ``params.spacing`` and every bead within ``params.max_total_shift`` of ``ca``
-    (per frame, the perturbation is halved until it does; an unperturbed frame is returned where it never does).
+    (the perturbation of the beads at fault is halved until it does, and dropped after 12 halvings).
     Same generator state, same output."""
     x = torch.as_tensor(ca)
     single = x.dim() == 2
@@ -155,19 +155,20 @@ def cg_like_trace(ca, chain_index, params: CGPerturbation = CGPerturbation(), ge
     lo, hi = params.spacing
     orig = torch.linalg.norm(x[:, 1:] - x[:, :-1], dim=-1)
     # steps already outside the range (e.g. a chain break) are not the perturbation's to fix
-    checked = step & ((orig >= lo) & (orig <= hi)).all(0)
-    scale = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    for _ in range(8):
-        z = x + scale[:, None, None] * delta
+    checked = step & ((orig >= lo) & (orig <= hi))
+    scale = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)          # [F, N] per bead
+    for round_ in range(13 + x.shape[1]):   # every round after the 12th drops at least one more bead's
+        z = x + scale[..., None] * delta
         d = torch.linalg.norm(z[:, 1:] - z[:, :-1], dim=-1)
-        bad = (((d < lo) | (d > hi)) & checked).any(-1)
-        bad |= torch.linalg.norm(z - x, dim=-1).amax(-1) > params.max_total_shift
+        bad_step = ((d < lo) | (d > hi)) & checked
+        bad = torch.linalg.norm(z - x, dim=-1) > params.max_total_shift
+        bad[:, :-1] |= bad_step
+        bad[:, 1:] |= bad_step
         if not bool(bad.any()):
             break
-        scale = torch.where(bad, 0.5 * scale, scale)
-    else:
-        scale = torch.where(bad, torch.zeros_like(scale), scale)
-    z = x + scale[:, None, None] * delta
+        # the perturbation of the beads at fault is halved (after 12 rounds: dropped), the rest kept
+        scale = torch.where(bad, 0.5 * scale if round_ < 12 else torch.zeros_like(scale), scale)
+    z = x + scale[..., None] * delta
     return z[0] if single else z
 
 
