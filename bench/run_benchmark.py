@@ -6,11 +6,14 @@
 
 For every entry of DATA/INDEX.tsv: the CA atoms of every frame form the input trace; each LatCPB model
 (``latcpb.Backmapper(model=...)``; ``default`` = the shipped model) and PULCHRA (PyPI ``pulchra``, default settings,
-one CA-only PDB per frame) rebuild all heavy atoms; ``latcpb.metrics.evaluate`` scores them against the reference.
+one CA-only PDB per frame) and optionally CGBack (PyPI ``cgback`` 1.1.1, ``--cgback``: its ``cgback`` command on a
+CA-only PDB per frame, CPU; ~10-30 s a frame, so only the first ``--cgback-frames`` frames of each entry) rebuild all
+heavy atoms; ``latcpb.metrics.evaluate`` scores them against the reference. Tables list validity first (chain ends
+included; a ``reference`` row scores the reference structures themselves), then accuracy.
 Writes OUT/benchmark.json, OUT/<method>/<entry>.json, bench/BENCHMARKS.md (``--markdown``) and next to it
 BENCHMARKS.json (the same result with the speed study).
-PULCHRA outputs are cached in --cache (keyed by the CA coordinates) with their timings: the slow
-Python port is then not rerun.
+PULCHRA and CGBack outputs are cached in --cache (keyed by the CA coordinates) with their timings: they are then
+not rerun.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import argparse
 import hashlib
 import json
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 import warnings
@@ -29,7 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, ca_trace, entries, load_reference, machine, quiet_universe  # noqa: E402
 
-HEADLINE = [  # (key, column title, format)
+from latcpb.metrics.validity import VALIDITY_DETAIL_KEYS, VALIDITY_KEYS  # noqa: E402
+
+VALIDITY_NAMES = {k for k, _, _ in VALIDITY_KEYS + VALIDITY_DETAIL_KEYS}
+HEADLINE = [*VALIDITY_KEYS,  # (key, column title, format): validity first (chain ends included), then accuracy
     ("rmsd_heavy", "RMSD heavy (Å)", ".3f"),
     ("rmsd_heavy_superposed", "RMSD heavy, superposed", ".3f"),
     ("rmsd_backbone", "RMSD backbone", ".3f"),
@@ -44,7 +52,7 @@ HEADLINE = [  # (key, column title, format)
     ("cis_peptides_spurious", "spurious non-Pro cis", ".2f"),
     ("ca_rmsd", "CA RMSD (Å)", ".3f"),
 ]
-DETAIL = [
+DETAIL = [*VALIDITY_DETAIL_KEYS,
     ("rmsd_heavy_with_termini", "RMSD heavy +termini", ".3f"),
     ("rmsd_heavy_superposed_with_termini", "superposed +termini", ".3f"),
     ("rmsd_backbone_with_termini", "backbone +termini", ".3f"),
@@ -125,24 +133,85 @@ def run_pulchra(ref_entries, max_frames, cache: Path):
             path, s = _pulchra_frame(pulchra, u_ca.atoms, cache, f"{entry['name']}_{ts.frame:04d}_{digest}")
             paths.append(path)
             seconds += s
-        # PULCHRA occasionally leaves out side-chain atoms of a residue in some frames: the trajectory holds the
-        # atoms present in every frame, and the coverage is measured frame by frame
-        frames_u = [quiet_universe(p_) for p_ in paths]
-        keys = [list(zip(u.atoms.chainIDs, u.atoms.resids, u.atoms.names)) for u in frames_u]
-        common = set(keys[0]).intersection(*map(set, keys[1:]))
-        order = [k for k in keys[0] if k in common]
-        coords = []
-        for u, k in zip(frames_u, keys):
-            where = {key: i for i, key in enumerate(k)}
-            coords.append(u.atoms.positions[[where[key] for key in order]])
-        u_gen = mda.Merge(frames_u[0].atoms[[keys[0].index(key) for key in order]])
-        u_gen.load_new(np.stack(coords), format=MemoryReader)
-        coverage = []
-        for u in frames_u:
-            m = match_systems(u_ref.atoms, u.atoms, ref_source=str(entry["pdb"]), gen_source="pulchra")
-            coverage.append(m.coverage)
-        u_gen.per_frame_coverage = float(np.mean(coverage))
+        u_gen = _frames_universe(paths, u_ref, entry, "pulchra")
         yield entry, u_ref, u_gen, seconds, len(paths), 0.0
+
+
+def _frames_universe(paths, u_ref, entry, method, numbering=None):
+    """One Universe of per-frame rebuilt PDBs (hydrogens dropped). A method may leave out side-chain atoms of a
+    residue in some frames (PULCHRA does): the trajectory holds the atoms present in every frame, and the coverage
+    is measured frame by frame (``per_frame_coverage``). ``numbering``: the CA AtomGroup given to the method, whose
+    chain IDs and resids are put back on its residues (in order) where the method renumbered them (CGBack does)."""
+    import MDAnalysis as mda
+    from MDAnalysis.coordinates.memory import MemoryReader
+
+    from latcpb.metrics import match_systems
+
+    frames_u = [quiet_universe(p_) for p_ in paths]
+    frames_u = [u.select_atoms("not (name H* or element H)") for u in frames_u]
+    if numbering is not None:
+        for u in frames_u:
+            if len(u.residues) != len(numbering):
+                raise RuntimeError(f"{method} on {entry['name']}: {len(u.residues)} residues out for "
+                                   f"{len(numbering)} in")
+            u.residues.resids = numbering.resids
+            u.residues.segments.segids = [""] * len(u.residues.segments)
+            order = {ix: k for k, ix in enumerate(u.residues.ix)}
+            u.chainIDs = np.asarray(numbering.chainIDs)[[order[ix] for ix in u.resindices]]
+    keys = [list(zip(u.chainIDs, u.resids, u.names)) for u in frames_u]
+    common = set(keys[0]).intersection(*map(set, keys[1:]))
+    order = [k for k in keys[0] if k in common]
+    coords = []
+    for u, k in zip(frames_u, keys):
+        where = {key: i for i, key in enumerate(k)}
+        coords.append(u.positions[[where[key] for key in order]])
+    first = {key: i for i, key in enumerate(keys[0])}
+    u_gen = mda.Merge(frames_u[0][[first[key] for key in order]])
+    u_gen.load_new(np.stack(coords), format=MemoryReader)
+    coverage = [match_systems(u_ref.atoms, u, ref_source=str(entry["pdb"]), gen_source=method).coverage
+                for u in frames_u]
+    u_gen.per_frame_coverage = float(np.mean(coverage))
+    return u_gen
+
+
+def cgback_available() -> bool:
+    """True when the ``cgback`` command (PyPI ``cgback``) is on PATH."""
+    return shutil.which("cgback") is not None
+
+
+def run_cgback(ref_entries, frames_per_entry, cache: Path, threads: int = 1):
+    """CGBack (its ``cgback`` command, default model M, CPU, seed 42, no energy minimisation) on a CA-only PDB of
+    each of the first ``frames_per_entry`` frames; yields like ``run_latcpb`` (cached in ``cache``)."""
+    import os
+
+    cache.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    for entry in ref_entries:
+        u_ref = load_reference(entry, frames_per_entry)
+        u_ca = ca_trace(u_ref)
+        paths, seconds = [], 0.0
+        for ts in u_ca.trajectory:
+            digest = hashlib.sha1(np.round(u_ca.atoms.positions, 3).tobytes()
+                                  + "".join(u_ca.atoms.resnames).encode()).hexdigest()[:16]
+            key = f"{entry['name']}_{ts.frame:04d}_{digest}"
+            out, meta = cache / f"{key}.cgback.pdb", cache / f"{key}.json"
+            if not (out.exists() and meta.exists()):
+                inp = cache / f"{key}.ca.pdb"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    u_ca.atoms.write(str(inp))
+                t = time.perf_counter()
+                done = subprocess.run(["cgback", str(inp), "-o", str(out), "-d", "cpu"], env=env,
+                                      capture_output=True, text=True)
+                s_ = time.perf_counter() - t
+                inp.unlink()
+                if done.returncode != 0 or not out.exists():
+                    raise RuntimeError(f"cgback failed on {entry['name']} frame {ts.frame}: "
+                                       f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+                meta.write_text(json.dumps({"seconds": s_, "when": datetime.now(timezone.utc).isoformat()}))
+            paths.append(out)
+            seconds += json.loads(meta.read_text())["seconds"]
+        yield entry, u_ref, _frames_universe(paths, u_ref, entry, "cgback", u_ca.atoms), seconds, len(paths), 0.0
 
 
 def score_method(name, runs, samples, out_dir: Path):
@@ -154,18 +223,20 @@ def score_method(name, runs, samples, out_dir: Path):
     for entry, u_ref, u_gen, seconds, frames, load_s in runs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            metrics = evaluate(u_ref, u_gen, samples=samples if name != "pulchra" else 1,
+            metrics = evaluate(u_ref, u_gen, samples=samples if name not in ("pulchra", "cgback") else 1,
                                ref_source=str(entry["pdb"]), gen_source=name)
         if hasattr(u_gen, "per_frame_coverage"):
             metrics["coverage_common_atoms"] = metrics["coverage"]
             metrics["coverage"] = u_gen.per_frame_coverage
         metrics["seconds"] = seconds
-        metrics["seconds_per_frame"] = seconds / max(frames * (samples if name != "pulchra" else 1), 1)
+        metrics["seconds_per_frame"] = seconds / max(frames * metrics["samples"], 1)
         metrics["model_load_seconds"] = load_s
         (out_dir / name / f"{entry['name']}.json").write_text(json.dumps(metrics, indent=1))
         rows.append({"entry": entry["name"], "residues": metrics["n_residues"], "frames": frames, **{
             k: v for k, v in metrics.items() if k != "per_residue"}})
         print(f"  {name:<18} {entry['name']:<12} {frames:3d} frames  {seconds:8.2f} s  "
+              f"angle outl. {metrics['angle_outlier_residue_pct']:.1f} %  overlaps/1000 "
+              f"{metrics['overlap_per_1000_atoms']:.1f}  rot. outl. {metrics['rotamer_outlier_pct']:.1f} %  "
               f"RMSD {metrics['rmsd_heavy']:.3f} Å  GED {metrics['ged_signed']:.4f}  KL {metrics['torsion_kl']:.3f}",
               flush=True)
     return rows
@@ -212,6 +283,16 @@ def markdown(result: dict) -> str:
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(_fmt(s[m].get(k), f) for k, _, f in HEADLINE)
                      + f" | {_fmt(s[m]['seconds_per_frame'], '.3f')} | {_fmt(s[m]['frames_per_second'], '.2f')} |")
+    if methods:  # the reference structures scored by the same validity metrics (frames of the first method)
+        ref = s[methods[0]]
+        lines.append("| reference | " + " | ".join(_fmt(ref.get(f"ref_{k}"), f) if k in VALIDITY_NAMES else "–"
+                                                    for k, _, f in HEADLINE) + " | – | – |")
+    lines += ["", "Validity columns (chain ends included; DESIGN.md \"Metrics\", `latcpb.metrics.validity`): % of "
+              "residues with a bond angle > 4 sigma from Engh & Huber; severe overlaps (>= 0.4 Å of the probe vdW "
+              "sum, pairs > 3 bonds apart; donor-acceptor pairs below 2.5 Å) per 1000 atoms and % of residues; "
+              "rotamer and Ramachandran outliers (below the density level excluding 0.5 % of train); C-beta "
+              "deviation > 0.25 Å; planar groups (peptides, rings, guanidinium, amides, carboxylates, C-termini) "
+              "with RMS out-of-plane > 0.10 Å or omega > 30° from planar; D residues and non-Pro cis peptides."]
     singles = [e["name"] for e in result["entries"] if e["frames"] == 1]
     ensembles = [e for e in result["entries"] if e["frames"] > 1]
     lines += ["", "Lower is better everywhere except bond score (share of reference bonds within ±10 % of their "
@@ -237,6 +318,18 @@ def markdown(result: dict) -> str:
               "| method | " + " | ".join(t for _, t, _ in DETAIL) + " |", "|---|" + "---|" * len(DETAIL)]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(_fmt(s[m].get(k), f) for k, _, f in DETAIL) + " |")
+    lines += ["", "## Per entry validity: angle-outlier residues (%) / severe overlaps per 1000 atoms / rotamer "
+              "outliers (%)", "", "| entry | residues | frames | reference | " + " | ".join(methods) + " |",
+              "|---|---|---|---|" + "---|" * len(methods)]
+    per = {m: {r["entry"]: r for r in result["per_entry"][m]} for m in methods}
+    vkeys = ("angle_outlier_residue_pct", "overlap_per_1000_atoms", "rotamer_outlier_pct")
+    for e in result["entries"]:
+        first = per[methods[0]].get(e["name"]) if methods else None
+        cells = ["–" if first is None else " / ".join(_fmt(first.get(f"ref_{k}"), ".1f") for k in vkeys)]
+        for m in methods:
+            r = per[m].get(e["name"])
+            cells.append("–" if r is None else " / ".join(_fmt(r.get(k), ".1f") for k in vkeys))
+        lines.append(f"| {e['name']} | {e['residues']} | {e['frames']} | " + " | ".join(cells) + " |")
     lines += ["", "## Per entry: heavy-atom RMSD (Å, termini excluded) / torsion KL / s per frame", "",
               "| entry | residues | frames | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     per = {m: {r["entry"]: r for r in result["per_entry"][m]} for m in methods}
@@ -258,6 +351,10 @@ def markdown(result: dict) -> str:
               "- LatCPB timings: `Backmapper.backmap_universe` on the in-memory CA Universe (model loading and one "
               "warm-up frame excluded; building the all-atom Universe included). PULCHRA timings: the "
               "`reconstruct` call per frame (reading and writing its small PDB files included).",
+              "- CGBack (`--cgback`) is PyPI `cgback` 1.1.1 with its shipped weights, run as its `cgback ca.pdb -o "
+              "out.pdb -d cpu` command (model M, 1 thread, no energy minimisation); being slow on CPU it rebuilds "
+              "only the first `--cgback-frames` frames of each entry, so its ensemble figures cover those frames "
+              "only. Its hydrogens are dropped before scoring.",
               "- Frames/s = all frames / all seconds over the whole set (dominated by the large entries).",
               "- `python bench/speed.py` measures speed and peak memory against system size and batch size "
               "(`bench/SPEED.md`)."]
@@ -280,6 +377,9 @@ def main(argv=None):
     p.add_argument("--models", nargs="*", default=["default", "geometric"],
                    help="LatCPB models: default (shipped), geometric, or checkpoint paths")
     p.add_argument("--pulchra", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cgback", action=argparse.BooleanOptionalAction, default=False,
+                   help="also run CGBack (PyPI cgback; its `cgback` command must be on PATH)")
+    p.add_argument("--cgback-frames", type=int, default=3, help="CGBack rebuilds the first N frames of each entry")
     p.add_argument("--entries", nargs="*", help="only these entries (names of INDEX.tsv)")
     p.add_argument("--max-frames", type=int, default=None, help="first N frames of each entry (default: all)")
     p.add_argument("--samples", type=int, default=1)
@@ -311,7 +411,10 @@ def main(argv=None):
     per_entry = {}
     methods = ([(_method_name(m, t), m, t) for m in args.models
                 for t in [None, *(args.temperatures if m != "geometric" else [])]]
-               + ([("pulchra", None, None)] if args.pulchra else []))
+               + ([("pulchra", None, None)] if args.pulchra else [])
+               + ([("cgback", None, None)] if args.cgback else []))
+    if args.cgback and not cgback_available():
+        p.error("--cgback: the `cgback` command is not on PATH (pip install --no-deps cgback==1.1.1; pip install rich)")
     for name, model, temperature in methods:
         print(f"{name}:", flush=True)
         if name in args.reuse:
@@ -321,7 +424,10 @@ def main(argv=None):
                 per_entry[name].append({"entry": e["name"], "residues": m["n_residues"], "frames": e["frames"],
                                         **{k: v for k, v in m.items() if k != "per_residue"}})
             continue
-        if model is None:
+        if name == "cgback":
+            frames = min(args.cgback_frames, args.max_frames or args.cgback_frames)
+            runs = run_cgback(ref_entries, frames, args.cache.parent / "cgback", args.threads)
+        elif model is None:
             runs = run_pulchra(ref_entries, args.max_frames, args.cache)
         else:
             runs = run_latcpb(model, ref_entries, args.max_frames, args.samples, args.batch_size, args.device,
