@@ -1,6 +1,7 @@
 """``Backmapper``: the one object that the CLI, ``backmap_universe`` and the OpenMM reporter call."""
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -8,9 +9,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from latcpb.data.cg_topology import ResidueTopology, residue_topology
+from latcpb.data.cg_topology import MAX_BEAD_SPACING, ResidueTopology, describe_residue, residue_topology
 from latcpb.errors import LatcpbInputError
+from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors
+from latcpb.io.periodic import ChainUnwrapper, has_box
+from latcpb.io.selection import DEFAULT_SELECT, select_beads
 from latcpb.io.universe_builder import allatom_universe, slot_atom_index
 from latcpb.model.generator import load_generator
 from latcpb.model.geometric import GeometryIdealizer
@@ -50,9 +54,51 @@ class BackmapPlan:
         """All-atom Universe of this system with ``n_frames`` frames of zeros."""
         return allatom_universe(self.topology, np.zeros((n_frames, self.n_atoms, 3), dtype=np.float32))
 
-    def universe(self, positions: np.ndarray):
-        """All-atom Universe holding ``positions`` [F, A, 3] Å as an in-memory trajectory."""
-        return allatom_universe(self.topology, positions)
+    def universe(self, positions: np.ndarray, times=None, dimensions=None, dt=None, steps=None):
+        """All-atom Universe holding ``positions`` [F, A, 3] Å as an in-memory trajectory; times [F] ps,
+        dimensions [F, 6] or [6] (Å, degrees) or None, dt ps and steps [F] go to its frames."""
+        return allatom_universe(self.topology, positions, times=times, dimensions=dimensions, dt=dt, steps=steps)
+
+
+@dataclass
+class FrameBatch:
+    """One batch of backmapped frames, as ``Backmapper.iter_backmap`` yields it.
+
+    Unpacks as ``plan, frames, positions = batch`` (the older tuple form).
+    """
+
+    plan: BackmapPlan
+    frames: np.ndarray              # [b] int, input frame indices (ts.frame of the CG trajectory)
+    times: np.ndarray               # [b] float, ps (ts.time of each input frame)
+    dimensions: np.ndarray | None   # [b, 6] float32 (Å, degrees), or None when the input has no box
+    positions: np.ndarray           # [b * samples, A, 3] float32 Å, frame-major
+    samples: int = 1
+    dt: float = 1.0                 # ps between consecutive selected input frames (input dt * step)
+    steps: np.ndarray | None = None  # [b] int MD steps of the input frames, where the input has them
+
+    def __iter__(self):
+        return iter((self.plan, self.frames, self.positions))
+
+    @property
+    def output_frames(self) -> np.ndarray:
+        """[b * samples] int: the input frame of every output frame."""
+        return np.repeat(self.frames, self.samples)
+
+    @property
+    def output_times(self) -> np.ndarray:
+        """[b * samples] float ps: samples of one frame share its time."""
+        return np.repeat(self.times, self.samples)
+
+    @property
+    def output_dimensions(self) -> np.ndarray | None:
+        """[b * samples, 6] float32 or None."""
+        return None if self.dimensions is None else np.repeat(self.dimensions, self.samples, axis=0)
+
+    def universe(self):
+        """All-atom Universe of this batch: b * samples frames with the time, step and box of their input frame."""
+        steps = None if self.steps is None else np.repeat(self.steps, self.samples)
+        return self.plan.universe(self.positions, times=self.output_times, dimensions=self.output_dimensions,
+                                  dt=self.dt, steps=steps)
 
 
 class Backmapper:
@@ -63,11 +109,15 @@ class Backmapper:
     batch_size: frames per generator call; idealize: "standard" (default) imposes Engh & Huber bond lengths, ideal
     planar peptide units (cis where the CA trace is cis), planar aromatic rings, closed proline rings and L chirality
     on the generator's output, "full" also the other rigid groups (planar groups, branch points), "none" keeps the
-    output as generated (``GeometryIdealizer``); options (e.g. steps, temperature) go to the generator.
+    output as generated (``GeometryIdealizer``); skip_unknown: leave out unknown residues inside chains instead of
+    refusing them; beads_as_ca: take beads not named CA (Martini BB ...) as CA positions; wrap: False (default)
+    keeps every chain whole in the output, True moves every residue by the box vector its bead was wrapped by in the
+    input (CA atoms exactly at the input positions); note: called with one-line notes (default: print to stderr);
+    options (e.g. steps, temperature) go to the generator.
     """
 
     def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="standard",
-                 **options):
+                 skip_unknown=False, beads_as_ca=False, wrap=False, note=None, **options):
         if samples < 1:
             raise LatcpbInputError(f"--samples {samples}: must be at least 1")
         if batch_size < 1:
@@ -81,6 +131,10 @@ class Backmapper:
         self.samples = samples
         self.seed = seed
         self.batch_size = batch_size
+        self.skip_unknown = skip_unknown
+        self.beads_as_ca = beads_as_ca
+        self.wrap = wrap
+        self.note = note if note is not None else _stderr_note
         self.options = {k: v for k, v in options.items() if v is not None}
         self._rng = None
         self.reset_seed()
@@ -97,21 +151,37 @@ class Backmapper:
             self._rng = torch.Generator(device=self.device)
             self._rng.manual_seed(int(self.seed))
 
-    def plan(self, beads, source="input") -> BackmapPlan:
-        """Check and describe a CG AtomGroup (one bead per residue) at its current frame."""
-        positions = beads.positions
-        _check_coordinates(positions[None], source, first_frame=0)
-        topology = residue_topology(beads, positions, source=source)
+    def select(self, universe, select=DEFAULT_SELECT, source="input"):
+        """The bead AtomGroup of ``select`` to backmap (``latcpb.io.selection.select_beads``)."""
+        return select_beads(universe, select, source, skip_unknown=self.skip_unknown, beads_as_ca=self.beads_as_ca,
+                            note=self.note)
+
+    def plan(self, beads, source="input", positions=None, boxes=None, frames=None) -> BackmapPlan:
+        """Check and describe a CG AtomGroup (one bead per residue).
+
+        positions [F, N, 3] Å / boxes [F, 6] or None: the frames the chain rule's spacing test checks (default: the
+        current frame); frames [F]: their input frame numbers, for messages.
+        """
+        if positions is None:
+            positions = beads.positions[None]
+            boxes = None if not has_box(beads.dimensions) else np.asarray(beads.dimensions)[None]
+        positions = np.asarray(positions, dtype=np.float32).reshape(-1, len(beads), 3)
+        _check_coordinates(positions, source, np.arange(len(positions)) if frames is None else frames)
+        topology = residue_topology(beads, positions, source=source, boxes=boxes)
         lt = LayoutTensors(topology.layout, device=self.device)
         return BackmapPlan(topology, beads, lt, slot_atom_index(topology.layout.atom_mask), source)
 
-    def backmap_coordinates(self, plan: BackmapPlan, ca: np.ndarray, first_frame: int = 0) -> np.ndarray:
-        """CA [F, N, 3] Å -> heavy atoms [F * samples, A, 3] float32 Å (frame-major)."""
+    def backmap_coordinates(self, plan: BackmapPlan, ca: np.ndarray, first_frame: int = 0, frames=None) -> np.ndarray:
+        """CA [F, N, 3] Å -> heavy atoms [F * samples, A, 3] float32 Å (frame-major).
+
+        frames [F]: input frame numbers for messages (default ``first_frame + arange(F)``).
+        """
         ca = np.asarray(ca, dtype=np.float32)
         if ca.ndim != 3 or ca.shape[1:] != (plan.n_residues, 3):
             raise LatcpbInputError(f"{plan.source}: expected CA coordinates of shape [frames, {plan.n_residues}, 3],"
                                    f" got {list(ca.shape)}")
-        _check_coordinates(ca, plan.source, first_frame)
+        frames = first_frame + np.arange(len(ca)) if frames is None else np.asarray(frames)
+        _check_coordinates(ca, plan.source, frames)
         out = []
         index = torch.as_tensor(plan.atom_index, device=self.device)
         with torch.inference_mode():
@@ -125,30 +195,40 @@ class Backmapper:
                 out.append(flat.float().cpu().numpy())
         result = np.concatenate(out) if out else np.zeros((0, plan.n_atoms, 3), dtype=np.float32)
         if not np.isfinite(result).all():
-            bad = int(np.nonzero(~np.isfinite(result).all(axis=(1, 2)))[0][0]) // self.samples + first_frame
+            bad = int(frames[int(np.nonzero(~np.isfinite(result).all(axis=(1, 2)))[0][0]) // self.samples])
             raise LatcpbInputError(f"{plan.source}: frame {bad}: the generator produced non-finite coordinates"
                                    " (degenerate CA trace?)")
         return result
 
-    def iter_backmap(self, universe, select="name CA", start=None, stop=None, step=None, source=None,
-                     progress=False) -> Iterator[tuple[BackmapPlan, np.ndarray, np.ndarray]]:
-        """Stream a CG trajectory in batches: yields (plan, frame indices [b], positions [b * samples, A, 3] Å).
+    def iter_backmap(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, source=None,
+                     progress=False) -> Iterator[FrameBatch]:
+        """Stream a CG trajectory in batches of ``FrameBatch`` (plan, input frame numbers, times, boxes,
+        positions [b * samples, A, 3] Å); unpacks as ``plan, frames, positions``.
 
-        Only one batch of frames is in memory at a time.
+        Only one batch of frames is in memory at a time. Chains wrapped across a periodic box are made whole
+        (``latcpb.io.periodic``) before backmapping; the user's Universe is left as it was (frame included).
         """
         source = source or _describe(universe)
-        beads = _select(universe, select, source)
-        frames = universe.universe.trajectory[start:stop:step]  # a Universe, or an AtomGroup of one
-        n_frames = len(frames)
+        beads = self.select(universe, select, source)
+        trajectory = universe.universe.trajectory
+        selected = np.arange(len(trajectory))[start:stop:step]
+        n_frames = len(selected)
         if n_frames == 0:
             raise LatcpbInputError(f"{source}: no frames selected (start={start}, stop={stop}, step={step})")
+        frame_dt = _frame_dt(trajectory) * (1 if step is None else int(step))
+        original_frame = trajectory.ts.frame
         self.reset_seed()
-        plan = None
-        bar = _progress(n_frames, progress)
+        bar = None
         try:
-            batch, indices = [], []
-            iterator = iter(frames)
+            plan = self.plan(beads, source, *self._sample_frames(trajectory, beads, selected, source),
+                             frames=None)
+            unwrapper = ChainUnwrapper(plan.topology.layout.chain_index)
+            residue_of_atom = plan.atom_index // rc.ATOMS_PER_RESIDUE
+            bar = _progress(n_frames, progress)
+            batch = []
+            iterator = iter(trajectory[start:stop:step])
             for k in range(n_frames):
+                frame = int(selected[k])
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -156,29 +236,109 @@ class Backmapper:
                 except StopIteration:
                     raise LatcpbInputError(f"{source}: trajectory ended after {k} of {n_frames} frames") from None
                 except (OSError, EOFError, ValueError, RuntimeError) as err:
-                    raise LatcpbInputError(f"{source}: cannot read frame {k} ({str(err).strip()})") from err
-                if plan is None:
-                    plan = self.plan(beads, source)
-                batch.append(beads.positions.copy())
-                indices.append(ts.frame)
+                    raise LatcpbInputError(f"{source}: cannot read frame {frame} ({str(err).strip()})") from err
+                raw = beads.positions.copy()
+                box = ts.dimensions if has_box(ts.dimensions) else None
+                _check_coordinates(raw[None], source, [ts.frame])
+                whole = unwrapper.whole(raw, box)
+                _check_spacing(whole, plan, source, ts.frame)
+                batch.append((ts.frame, _frame_time(ts), box, ts.data.get("step"), whole, raw))
                 if len(batch) == self.batch_size or k == n_frames - 1:
-                    positions = self.backmap_coordinates(plan, np.stack(batch), first_frame=indices[0])
-                    yield plan, np.asarray(indices), positions
+                    yield self._backmap_batch(plan, batch, frame_dt, residue_of_atom)
                     bar.update(len(batch))
-                    batch, indices = [], []
+                    batch = []
         except BaseException:
-            bar.leave = False  # an error message follows: do not leave a half-filled bar above it
+            if bar is not None:
+                bar.leave = False  # an error message follows: do not leave a half-filled bar above it
             raise
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    trajectory[original_frame]
+            except Exception:  # a damaged file may not seek back; the error already raised matters more
+                pass
 
-    def backmap_universe(self, universe, select="name CA", start=None, stop=None, step=None, progress=False):
-        """All-atom Universe (in-memory trajectory, ``samples`` frames per CG frame) of a CG Universe (or of the
-        ``select`` atoms of an AtomGroup)."""
-        plan, chunks = None, []
-        for plan, _, positions in self.iter_backmap(universe, select, start, stop, step, progress=progress):
-            chunks.append(positions)
-        return plan.universe(np.concatenate(chunks))
+    def _sample_frames(self, trajectory, beads, selected, source):
+        """Bead positions [F, N, 3] and boxes [F, 6] (or None) of up to ``CHAIN_CHECK_FRAMES`` selected frames spread
+        over the trajectory, for the chain rule's spacing test."""
+        picks = np.unique(selected[np.linspace(0, len(selected) - 1, min(CHAIN_CHECK_FRAMES, len(selected)))
+                                   .round().astype(int)])
+        positions, boxes = [], []
+        for frame in picks:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ts = trajectory[int(frame)]
+            except (IndexError, OSError, EOFError, ValueError, RuntimeError) as err:
+                if len(positions):  # a damaged tail: the frame loop reports it where it is met
+                    break
+                raise LatcpbInputError(f"{source}: cannot read frame {frame} ({str(err).strip()})") from err
+            xyz = beads.positions.copy()
+            _check_coordinates(xyz[None], source, [frame])
+            positions.append(xyz)
+            boxes.append(np.asarray(ts.dimensions, dtype=np.float64) if has_box(ts.dimensions) else np.zeros(6))
+        boxes = np.stack(boxes)
+        return np.stack(positions), (boxes if np.any(boxes[:, :3] > 0) else None)
+
+    def _backmap_batch(self, plan, batch, frame_dt, residue_of_atom) -> FrameBatch:
+        frames = np.array([b[0] for b in batch], dtype=np.int64)
+        times = np.array([b[1] for b in batch], dtype=np.float64)
+        boxes = [b[2] for b in batch]
+        dimensions = None if all(b is None for b in boxes) else np.stack(
+            [np.zeros(6, np.float32) if b is None else np.asarray(b, np.float32) for b in boxes])
+        steps = None if any(b[3] is None for b in batch) else np.array([b[3] for b in batch], dtype=np.int64)
+        whole = np.stack([b[4] for b in batch])
+        positions = self.backmap_coordinates(plan, whole, frames=frames)
+        if self.wrap and dimensions is not None:  # each residue back to the image its bead had in the input
+            shift = np.stack([b[5] for b in batch]) - whole            # [b, N, 3] Å, lattice vectors
+            positions += np.repeat(shift, self.samples, axis=0)[:, residue_of_atom]
+        return FrameBatch(plan, frames, times, dimensions, positions, self.samples, frame_dt, steps)
+
+    def backmap_universe(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, progress=False):
+        """All-atom Universe (in-memory trajectory, ``samples`` frames per CG frame, frame-major) of a CG Universe
+        (or of the ``select`` atoms of an AtomGroup); every frame has the time, MD step and box of its input frame,
+        and the trajectory's dt is the input's dt * step."""
+        batches = list(self.iter_backmap(universe, select, start, stop, step, progress=progress))
+        positions = np.concatenate([b.positions for b in batches])
+        times = np.concatenate([b.output_times for b in batches])
+        has_dims = any(b.dimensions is not None for b in batches)
+        dimensions = None if not has_dims else np.concatenate([
+            b.output_dimensions if b.dimensions is not None else np.zeros((len(b.positions), 6), np.float32)
+            for b in batches])
+        steps = None if any(b.steps is None for b in batches) else np.concatenate(
+            [np.repeat(b.steps, b.samples) for b in batches])
+        return batches[0].plan.universe(positions, times=times, dimensions=dimensions, dt=batches[0].dt,
+                                        steps=steps)
+
+
+CHAIN_CHECK_FRAMES = 10  # frames spread over the trajectory that the chain rule's spacing test checks
+
+
+def _stderr_note(text: str) -> None:
+    print(f"latcpb: note: {text}", file=sys.stderr)
+
+
+def _frame_dt(trajectory) -> float:
+    """ps between frames of a reader (1.0 where the format has no time)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dt = float(trajectory.dt)
+    except Exception:  # readers without time information
+        return 1.0
+    return dt if np.isfinite(dt) else 1.0
+
+
+def _frame_time(ts) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(ts.time)
+        except Exception:  # a reader without time: the frame number
+            return float(ts.frame)
 
 
 def _describe(universe) -> str:
@@ -188,26 +348,32 @@ def _describe(universe) -> str:
         return "universe"
 
 
-def _select(universe, select, source):
-    try:
-        beads = universe.select_atoms(select)
-    except Exception as err:  # MDAnalysis raises SelectionError / ValueError for bad strings
-        raise LatcpbInputError(f"--select '{select}': invalid selection ({str(err).strip()})") from err
-    if len(beads) == 0:
-        raise LatcpbInputError(f"{source}: --select '{select}' matched no atoms")
-    if len(np.unique(beads.ix)) != len(beads):
-        raise LatcpbInputError(f"{source}: --select '{select}' matched duplicated atoms")
-    return beads
-
-
-def _check_coordinates(ca, source, first_frame):
-    """Raise for NaN/inf or absurd (> 1e5 Å) coordinates, naming the frame."""
+def _check_coordinates(ca, source, frames):
+    """Raise for NaN/inf or absurd (> 1e5 Å) coordinates of ca [F, N, 3], naming the input frame (frames [F])."""
     bad = ~np.isfinite(ca).all(axis=(1, 2)) | (np.abs(np.nan_to_num(ca, nan=0.0, posinf=0, neginf=0))
                                                > MAX_ABS_COORDINATE).any(axis=(1, 2))
     if bad.any():
-        frame = int(np.nonzero(bad)[0][0]) + first_frame
-        what = "non-finite (NaN or inf)" if not np.isfinite(ca[np.nonzero(bad)[0][0]]).all() else "absurd (> 1e5 Å)"
-        raise LatcpbInputError(f"{source}: frame {frame}: {what} CA coordinates")
+        k = int(np.nonzero(bad)[0][0])
+        what = "non-finite (NaN or inf)" if not np.isfinite(ca[k]).all() else "absurd (> 1e5 Å)"
+        raise LatcpbInputError(f"{source}: frame {int(frames[k])}: {what} CA coordinates")
+
+
+def _check_spacing(whole, plan, source, frame):
+    """Raise naming the frame where consecutive beads of one chain are further apart than ``MAX_BEAD_SPACING``
+    after the chains were made whole (a broken or garbled frame)."""
+    chain = plan.topology.layout.chain_index
+    same = chain[1:] == chain[:-1]
+    spacing = np.linalg.norm(whole[1:] - whole[:-1], axis=-1)
+    bad = np.flatnonzero(same & (spacing > MAX_BEAD_SPACING))
+    if len(bad):
+        i = int(bad[0])
+        t = plan.topology
+        a = describe_residue(t.output_resnames[i], t.resids[i], t.chain_ids[i])
+        b = describe_residue(t.output_resnames[i + 1], t.resids[i + 1], t.chain_ids[i + 1])
+        extra = f" and {len(bad) - 1} more pairs" if len(bad) > 1 else ""
+        raise LatcpbInputError(
+            f"{source}: frame {int(frame)}: beads {a} and {b} are {spacing[i]:.1f} Å apart{extra} after making chains"
+            f" whole (more than {MAX_BEAD_SPACING} Å: not a chain); the chain is continuous in other frames")
 
 
 def _progress(total, enabled):
@@ -215,13 +381,16 @@ def _progress(total, enabled):
     return tqdm(total=total, unit="frame", disable=not enabled, desc="backmapping")
 
 
-def backmap_universe(universe, select="name CA", model=None, samples=1, seed=None, batch_size=32, device=None,
-                     start=None, stop=None, step=None, idealize="standard", **options):
+def backmap_universe(universe, select=DEFAULT_SELECT, model=None, samples=1, seed=None, batch_size=32, device=None,
+                     start=None, stop=None, step=None, idealize="standard", skip_unknown=False, beads_as_ca=False,
+                     wrap=False, **options):
     """Backmap a CG MDAnalysis Universe (or AtomGroup, e.g. ``u.select_atoms("protein")``); returns an all-atom
-    Universe with an in-memory trajectory.
+    Universe with an in-memory trajectory that keeps the input's frame times, dt and boxes.
 
-    ``samples`` all-atom frames are produced per CG frame (frame-major). See ``Backmapper`` for the options.
+    ``samples`` all-atom frames are produced per CG frame (frame-major; they share its time). See ``Backmapper``
+    for the options.
     """
     backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
-                            idealize=idealize, **options)
+                            idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
+                            **options)
     return backmapper.backmap_universe(universe, select=select, start=start, stop=stop, step=step)

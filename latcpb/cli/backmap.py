@@ -10,6 +10,7 @@ from latcpb.backmapper import Backmapper
 from latcpb.cli.common import run_reporting_errors
 from latcpb.errors import LatcpbInputError
 from latcpb.io.reader import load_universe
+from latcpb.io.selection import DEFAULT_SELECT
 from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topology_path_for
 
 
@@ -18,9 +19,21 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--top", "topology", help="CG topology (PDB, GRO, PSF, TPR ...) when CG_TRAJ is a trajectory.")
 @click.option("-o", "--output", required=True, help="Output file; its extension picks the format "
               "(xtc, dcd, trr, pdb, nc, xyz, gro). Trajectories get the topology beside them (aa.xtc -> aa.pdb).")
-@click.option("--select", default="name CA", show_default=True, help="MDAnalysis selection of the CG beads.")
+@click.option("--select", default=DEFAULT_SELECT, show_default=True,
+              help="MDAnalysis selection of the CG beads, one per residue. Only amino-acid residues are taken "
+              "(like 'protein and name CA', with CHARMM/Amber/GROMACS names): ions (Ca2+ named CA), lipids and "
+              "water are left out with a note; beads not named CA (Martini BB ...) are refused unless --beads-as-ca.")
+@click.option("--skip-unknown", is_flag=True, help="Leave out residues of unknown name inside protein chains "
+              "(default: refuse them, listing them).")
+@click.option("--beads-as-ca", is_flag=True, help="Take selected beads that are not CA atoms (e.g. Martini BB "
+              "backbone beads) as C-alpha positions anyway.")
+@click.option("--wrap", is_flag=True, help="With a periodic box: move every output residue by the box vector its "
+              "bead was wrapped by in the input (CA atoms exactly where the input had them). Default: chains wrapped "
+              "across the box are made whole and the output stays whole.")
 @click.option("--model", default=None, help="'latcpb' (shipped, default when present), 'geometric' or a checkpoint.")
-@click.option("--samples", default=1, show_default=True, type=int, help="All-atom samples per CG frame.")
+@click.option("--samples", default=1, show_default=True, type=int,
+              help="All-atom samples per CG frame. The N samples of a frame are consecutive output frames "
+              "(frame 0 sample 1..N, then frame 1 ...) and share its time, step and box.")
 @click.option("--steps", default=None, type=int, help="Sampler steps (model default when omitted).")
 @click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
 @click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
@@ -30,9 +43,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
               "'none' keeps the generator's output.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Frames per batch.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--start", default=None, type=int, help="First frame (0-based).")
+@click.option("--start", default=None, type=int, help="First frame (0-based); output frames keep their input times.")
 @click.option("--stop", default=None, type=int, help="Stop before this frame.")
-@click.option("--step", default=None, type=int, help="Frame stride.")
+@click.option("--step", default=None, type=int, help="Frame stride (output dt = input dt * step).")
 @click.option("--relax", is_flag=True, help="Minimise every frame with OpenMM (CA restrained); writes a report.")
 @click.option("--hydrogens", is_flag=True, help="With --relax: keep the hydrogens OpenMM added in the output.")
 @click.option("--forcefield", default="amber14", show_default=True, help="With --relax: force field.")
@@ -41,9 +54,15 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--report", default=None, help="With --relax: report path (.json or .csv; default OUTPUT.relax.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_input, topology, output, select, model, samples, steps, temperature, seed, idealize, batch_size, device,
-         start, stop, step, relax, hydrogens, forcefield, solvent, platform, report, quiet, debug):
-    """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT."""
+def main(cg_input, topology, output, select, skip_unknown, beads_as_ca, wrap, model, samples, steps, temperature, seed,
+         idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent, platform, report,
+         quiet, debug):
+    """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT.
+
+    Every output frame keeps the time, step and box of its input frame (XTC, TRR, NC, DCD hold times; PDB, GRO
+    the box). Chains follow the topology's bonds, else chain/segment IDs and residue numbering; every chain gets
+    its own chain ID and segment, and TER in PDB output.
+    """
 
     def body():
         if hydrogens and not relax:
@@ -55,14 +74,15 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
         relax_module = _relax_module() if relax else None
         universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
-                                idealize=idealize, steps=steps, temperature=temperature)
+                                idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
+                                note=_note, steps=steps, temperature=temperature)
         writer = topology_writer = None
         relaxer = None
         reports = []
         try:
-            for plan, _, positions in backmapper.iter_backmap(universe, select, start, stop, step, source=cg_input,
-                                                              progress=not quiet):
-                batch = plan.universe(positions)
+            for frame_batch in backmapper.iter_backmap(universe, select, start, stop, step, source=cg_input,
+                                                       progress=not quiet):
+                batch = frame_batch.universe()
                 if relax_module is not None:
                     if relaxer is None:  # one OpenMM system for the whole trajectory
                         relaxer = relax_module.Relaxer(batch.atoms, forcefield=forcefield, solvent=solvent,
@@ -88,6 +108,9 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
             if writer is not None and writer.closed and os.path.exists(output):
                 os.unlink(output)  # the trajectory was complete but its topology failed
             raise
+        if not writer.uniform_times:
+            _note(f"{output}: DCD stores times as start + k * dt only; read frame times from the input (or write"
+                  " xtc, trr or nc) where frames are not evenly spaced (--samples > 1)")
         if relax_module is not None:
             relax_module.write_report(reports, report or output + ".relax.json")
         if not quiet:
@@ -96,6 +119,10 @@ def main(cg_input, topology, output, select, model, samples, steps, temperature,
                        f" (model: {backmapper.model_name})", err=True)
 
     run_reporting_errors("latcpb-backmap", debug, body)
+
+
+def _note(text: str) -> None:
+    click.echo(f"latcpb-backmap: note: {text}", err=True)
 
 
 def _relax_module():

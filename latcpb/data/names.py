@@ -39,6 +39,20 @@ def normalize_resname(name: str) -> str | None:
     return None
 
 
+def output_resname(name: str) -> str | None:
+    """Residue name written to all-atom output: the input's spelling, so protonation and disulfide variants round-trip
+    (HSD/HSE/HSP, HID/HIE/HIP, CYX, ASH, GLH, LYN, GROMACS HISD/LYSN ...), upper case; the Amber terminal prefix of
+    4-letter names is dropped (NALA -> ALA, CHIE -> HIE: the output's termini are explicit), and MSE becomes MET
+    (the output atoms are MET's, SD not SE). None if not an amino acid (``normalize_resname``)."""
+    standard = normalize_resname(name)
+    if standard is None:
+        return None
+    name = name.strip().upper()
+    if name not in RESTYPE_INDEX and name not in RESIDUE_ALIASES:
+        name = name[1:]  # Amber N/C-terminal 4-letter name
+    return "MET" if name == "MSE" else name
+
+
 def normalize_atomname(resname: str, atom: str) -> str:
     """Standard PDB name of a heavy atom of a (normalised) residue."""
     atom = atom.strip().upper()
