@@ -30,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import DEFAULT_DATA, ca_trace, entries, load_reference, machine  # noqa: E402
 
-BENCH_PERTURBATION = {"spacing": (2.6, 5.0), "straight_fraction": 0.12, "straight_length": (4, 9)}
+BENCH_PERTURBATION = {"tangential": 0.4, "normal": 0.3, "max_shift": 0.9, "spacing": (2.6, 5.0),
+                      "straight_fraction": 0.12, "straight_length": (4, 9)}
 
 
 def write_trace(u_ca, coords, pdb_path, xtc_path):

@@ -24,7 +24,7 @@ angle sits on its middle residue ([F, N]).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -58,6 +58,8 @@ class TraceLimits:
 DEFAULT_LIMITS = TraceLimits()
 _MARGIN_DISTANCE = 0.005  # Å: the solver aims this far inside the limits, so float32 results still pass
 _MARGIN_ANGLE = math.radians(0.1)
+_SLACK_DISTANCE = 1e-4  # Å and deg: a solved trace lies this far inside the limits (float32 rounding is ~1e-5 Å)
+_SLACK_ANGLE = 1e-3
 _CONTACT_SEARCH = 1.5  # Å beyond min_contact: pairs followed by the solver (re-searched when beads move further)
 _STRAIGHT = math.radians(5.0)  # a virtual angle within this of 180 deg is bent in a fixed zigzag plane
 
@@ -352,6 +354,10 @@ def _solve(x0, topo, limits, cis_allowed, max_iterations):
     x = x0.clone()
     d0 = _spacing(x0)
     lo, hi = _step_ranges(d0, topo, limits, cis_allowed)
+    # solved to slightly tighter limits, so that rounding to float32 cannot put a bead back outside
+    lo, hi = lo + _SLACK_DISTANCE, hi - _SLACK_DISTANCE
+    limits = replace(limits, angle=(limits.angle[0] + _SLACK_ANGLE, limits.angle[1] - _SLACK_ANGLE),
+                     min_contact=limits.min_contact + _SLACK_DISTANCE)
     a_lo, a_hi = (math.radians(a) for a in limits.angle)
     step_mask = topo.step[None].expand_as(lo)
     angle_mask = topo.angle[None].expand(x.shape[0], -1)
