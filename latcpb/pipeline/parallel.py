@@ -1,0 +1,226 @@
+"""Blocks of frames backmapped by worker processes: in-process, a local process pool, or a dask.distributed cluster.
+
+``BlockEngine(backend, n_workers, client)`` follows the MDAnalysis 2.8+ parallel-analysis convention
+(``backend="serial" | "multiprocessing" | "dask"``, ``n_workers=``); ``client=`` is a ``distributed.Client`` of
+a running cluster. ``engine.map(spec, blocks)`` yields ``BlockResult``s in block order to one consumer, with at
+most ``max_in_flight`` blocks submitted and not yet consumed (bounded memory). Each worker process builds its
+``Backmapper`` (loads the model) once and keeps it for every block and every input of the same options.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from latcpb.errors import LatcpbInputError
+from latcpb.pipeline.blocks import Block, BlockResult, block_seed
+
+BACKENDS = ("serial", "multiprocessing", "dask")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs for the blocks of one input (picklable).
+
+    universe: the CG MDAnalysis Universe or AtomGroup (pickled as MDAnalysis does: file-based readers reopen
+    their files, so cluster workers need the same paths); step: the run's frame stride (blocks are runs of
+    consecutive selected frames); backmapper: ``Backmapper`` keyword arguments except ``seed`` and ``note``;
+    postprocess: optional picklable ``f(plan, result) -> result`` run on the worker (e.g. relaxation).
+    """
+
+    universe: object
+    select: str
+    source: str
+    step: int | None
+    seed: int | None
+    backmapper: dict
+    postprocess: Callable | None = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+# Worker-process state: the last Backmapper (by options). Filled on first use only.
+_WORKER_STATE: dict = {}
+
+
+def _no_note(text: str) -> None:
+    """Workers stay silent: the notes of an input (left-out beads ...) are printed once by the main process."""
+
+
+def worker_backmapper(options: dict, state: dict | None = None):
+    """The ``Backmapper`` for ``options``, built (model loaded) once per process (or per ``state`` dict)."""
+    from latcpb.backmapper import Backmapper
+
+    state = _WORKER_STATE if state is None else state
+    key = repr(sorted(options.items()))
+    cached = state.get("backmapper")
+    if cached is None or cached[0] != key:
+        cached = (key, Backmapper(**options, seed=None, note=_no_note))
+        state["backmapper"] = cached
+    return cached[1]
+
+
+def compute_block(spec: RunSpec, block: Block, state: dict | None = None) -> BlockResult:
+    """Backmap the block's frames (``Backmapper.iter_backmap`` over them) with the block's own random stream."""
+    backmapper = worker_backmapper(spec.backmapper, state)
+    backmapper.seed = block_seed(spec.seed, block.first_frame)  # iter_backmap restarts the stream from it
+    batches = list(backmapper.iter_backmap(spec.universe, spec.select, start=block.first_frame,
+                                           stop=block.frames[-1] + 1, step=spec.step, source=spec.source))
+    frames = np.concatenate([b.frames for b in batches]).astype(np.int64)
+    if tuple(int(f) for f in frames) != tuple(block.frames):
+        raise LatcpbInputError(f"{spec.source}: frames {block.first_frame}-{block.frames[-1]}: read"
+                               f" {len(frames)} frames where {len(block)} were expected")
+    boxes = [b.dimensions for b in batches]
+    steps = [b.steps for b in batches]
+    result = BlockResult(block.index, frames, np.concatenate([b.times for b in batches]),
+                         None if any(d is None for d in boxes) else np.concatenate(boxes),
+                         np.concatenate([b.positions for b in batches]), samples=backmapper.samples,
+                         steps=None if any(t is None for t in steps) else np.concatenate(steps),
+                         dt=float(batches[0].dt), topology=batches[0].plan.topology)
+    if spec.postprocess is not None:
+        result = spec.postprocess(batches[0].plan, result)
+    return result
+
+
+def _init_pool_worker():
+    """Pool workers compute with one thread each (N workers use N cores) and exit when the parent process dies
+    (e.g. SIGKILL), instead of waiting forever for work."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with_parent(sentinel):
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+class BlockEngine:
+    """Runs ``compute_block`` over blocks with one backend; reusable for several inputs (workers stay warm).
+
+    backend: "serial" (this process), "multiprocessing" (a pool of ``n_workers`` single-threaded processes) or
+    "dask" (``client``, else a ``LocalCluster`` of ``n_workers`` single-threaded processes);
+    max_in_flight: blocks submitted and not yet consumed (default 2 per worker).
+    """
+
+    def __init__(self, backend: str | None = None, n_workers: int | None = None, client=None,
+                 max_in_flight: int | None = None):
+        if backend is None:
+            backend = "dask" if client is not None else ("serial" if (n_workers or 1) == 1 else "multiprocessing")
+        if backend not in BACKENDS:
+            raise LatcpbInputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if client is not None and backend != "dask":
+            raise LatcpbInputError(f"client= needs backend='dask' (got {backend!r})")
+        if n_workers is not None and n_workers < 1:
+            raise LatcpbInputError(f"--workers {n_workers}: must be at least 1")
+        self.backend = backend
+        self._cluster = None
+        self._pool = None
+        self._client = client
+        self._own_client = False
+        self._scattered = None
+        self._state = {}  # the serial backend's model and run (kept with the engine, not the module)
+        if backend == "serial":
+            self.n_workers = 1
+        elif backend == "multiprocessing":
+            self.n_workers = n_workers or os.cpu_count() or 1
+            self._pool = ProcessPoolExecutor(self.n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_pool_worker)
+        else:
+            self._start_dask(n_workers)
+        self.max_in_flight = max_in_flight or 2 * self.n_workers
+
+    def _start_dask(self, n_workers):
+        from distributed import Client, LocalCluster
+
+        if self._client is None:
+            self._cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                         processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            self._client = Client(self._cluster)
+            self._own_client = True
+        self.n_workers = max(1, sum(self._client.nthreads().values()))
+
+    @classmethod
+    def connect(cls, address: str, max_in_flight: int | None = None) -> "BlockEngine":
+        """An engine on the running dask.distributed scheduler at ``address`` (e.g. tcp://host:8786)."""
+        from distributed import Client
+
+        try:
+            client = Client(address, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise LatcpbInputError(f"--scheduler {address}: cannot connect ({str(err).strip()})") from err
+        engine = cls("dask", client=client, max_in_flight=max_in_flight)
+        engine._own_client = True  # closed with the engine; the cluster itself keeps running
+        return engine
+
+    def _shared(self, spec: RunSpec):
+        """The dask future of ``spec``, scattered to the workers once per run."""
+        if self._scattered is None or self._scattered[0] != spec.key:
+            self._scattered = (spec.key, self._client.scatter(spec, broadcast=True, hash=False))
+        return self._scattered[1]
+
+    def map(self, spec: RunSpec, blocks) -> Iterator[BlockResult]:
+        """Results of ``blocks`` in their order; an error in any block is raised here (the rest are cancelled)."""
+        blocks = list(blocks)
+        if self.backend == "serial":
+            for block in blocks:
+                yield compute_block(spec, block, self._state)
+            return
+        if self.backend == "multiprocessing":
+            submit = lambda block: self._pool.submit(compute_block, spec, block)  # noqa: E731
+        else:
+            shared = self._shared(spec)
+            submit = lambda block: self._client.submit(compute_block, shared, block, pure=False)  # noqa: E731
+        pending = collections.deque()
+        queue = iter(blocks)
+        try:
+            for block in queue:
+                pending.append(submit(block))
+                if len(pending) >= self.max_in_flight:
+                    break
+            while pending:
+                result = self._result(pending.popleft())
+                for block in queue:  # refill before handing the result on: workers stay busy
+                    pending.append(submit(block))
+                    break
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _result(self, future) -> BlockResult:
+        try:
+            return future.result()
+        except BrokenProcessPool as err:
+            raise RuntimeError("a worker process died (out of memory?); rerun with --resume to continue") from err
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._own_client and self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
