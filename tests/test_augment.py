@@ -99,3 +99,27 @@ def test_augment_batch_follows_the_new_trace(trace):
     assert torch.equal(none.xyz, batch.xyz)
     with pytest.raises(LatcpbInputError, match="unknown keys"):
         augment_batch(batch, {"noise": 1.0}, torch.Generator().manual_seed(0))
+
+
+def test_trainer_runs_with_augmentation(tmp_path):
+    import json
+
+    from latcpb.training.trainer import Trainer
+
+    model = {"width": 32, "latent_dim": 8, "n_codes": 8, "code_dim": 16, "cg_conv_width": 8, "aa_atom_width": 8,
+             "cg_layers": 1, "decoder_layers": 1, "denoiser_layers": 1, "diffusion_steps": 50}
+    train = {"batch_size": 2, "autoencoder_steps": 4, "diffusion_steps": 3, "val_every": 100, "log_every": 1,
+             "warmup": 2, "threads": 1, "scale_batches": 1}
+    cfg = {"seed": 3, "data": {"train": DATA, "val": DATA, "cache_dir": str(tmp_path / "cache"), "crop_length": 24,
+                               "max_frames": 1, "augment": {"probability": 1.0, "tangential": 0.3}},
+           "model": model, "train": train, "inference": {"steps": 3}}
+    result = Trainer(cfg, str(tmp_path / "run"), max_steps=2, progress=False).run()
+    assert result["steps"]["autoencoder"] == 2
+    with open(tmp_path / "run" / "config.json", encoding="utf-8") as fh:
+        assert json.load(fh)["data"]["augment"]["tangential"] == 0.3
+    with open(tmp_path / "run" / "log.jsonl", encoding="utf-8") as fh:
+        losses = [json.loads(line)["loss"] for line in fh if '"loss"' in line]
+    assert losses and all(np.isfinite(losses))
+    cfg["data"]["augment"] = {"jitter": 1.0}
+    with pytest.raises(LatcpbInputError, match="jitter"):
+        Trainer(cfg, str(tmp_path / "bad"), max_steps=1, progress=False).run()

@@ -24,7 +24,8 @@ from latcpb.training.checkpoint import load_checkpoint, save_checkpoint
 from latcpb.training.dataset import CropSampler, load_cache, typical_angles
 
 DEFAULT_DATA = {"train": "/work/shared/data/train", "val": "/work/shared/data/val", "cache_dir": "cache",
-                "max_frames": 20, "crop_length": 64, "val_frames_per_entry": 3, "val_entries": None}
+                "max_frames": 20, "crop_length": 64, "val_frames_per_entry": 3, "val_entries": None,
+                "augment": None}  # augment: CG-like CA traces, a dict of latcpb.training.augment.augment_batch keys
 DEFAULT_TRAIN = {"batch_size": 16, "autoencoder_steps": 6000, "diffusion_steps": 3000, "lr": 1e-3,
                  "diffusion_lr": 5e-4, "warmup": 200, "grad_clip": 5.0, "checkpoint_every_s": 180,
                  "val_every": 1000, "log_every": 20, "threads": 2, "scale_batches": 8}
@@ -190,7 +191,12 @@ class Trainer:
                     break
                 for group in opt.param_groups:
                     group["lr"] = base_lr * _lr_factor(steps[stage], total, tc["warmup"])
-                batch = sampler.sample(tc["batch_size"]).to(self.device)
+                batch = sampler.sample(tc["batch_size"])
+                if cfg["data"]["augment"]:  # CG-like CA traces, seeded by seed, rank and step (resume-safe)
+                    from latcpb.training.augment import augment_batch
+                    g = torch.Generator().manual_seed(seed * 1_000_003 + steps["autoencoder"] + steps["diffusion"])
+                    batch = augment_batch(batch, cfg["data"]["augment"], g)
+                batch = batch.to(self.device)
                 lt = batch.layout_tensors(self.device)
                 loss, logs = wrapper(stage, batch.xyz, batch.present, batch.loss_mask, lt, batch.segment)
                 opt.zero_grad(set_to_none=True)
