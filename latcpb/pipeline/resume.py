@@ -85,6 +85,10 @@ class WorkFolder:
         except (OSError, ValueError, KeyError):
             return False
 
+    def done_blocks(self) -> list[str]:
+        """Names of the block files present."""
+        return sorted(n for n in os.listdir(self.path) if n.startswith("block-") and n.endswith(".npz"))
+
     def save(self, result: BlockResult) -> None:
         """Save a block (and, with the first block saved, the run's topology)."""
         if result.topology is not None and not os.path.exists(os.path.join(self.path, TOPOLOGY)):

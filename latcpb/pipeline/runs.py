@@ -120,13 +120,14 @@ def _check_same_topology(topology, result: BlockResult) -> None:
 
 
 def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA", start=None, stop=None,
-                 step=None, source=None, seed=None, block_frames=DEFAULT_BLOCK_FRAMES, resumable=True,
+                 step=None, source=None, seed=None, block_frames=DEFAULT_BLOCK_FRAMES, resumable="auto",
                  resume=False, work_dir=None, keep_work=False, progress=False, inputs=None, postprocess=None,
                  note=None, **backmapper_options) -> RunResult:
     """Backmap a CG Universe to ``output``.
 
     resumable: keep complete blocks in the work folder (``OUTPUT.latcpb-work``, or inside ``work_dir``) while
-    running, and assemble the output from them at the end; resume: continue a work folder made with the same
+    running, and assemble the output from them at the end ("auto": when the run has more than one block or a
+    work-folder option is given; the folder is removed after success, and after a bad-input error); resume: continue a work folder made with the same
     parameters (refused otherwise); keep_work: leave the work folder after success; inputs: the input paths
     recorded in the manifest (default: the Universe's files).
     """
@@ -134,6 +135,8 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     spec, frames = make_spec(universe, select, start, stop, step, source, seed, postprocess, note,
                              **backmapper_options)
     blocks = split_blocks(frames, block_frames)
+    if resumable == "auto":
+        resumable = resume or keep_work or work_dir is not None or len(blocks) > 1
     if not resumable:
         with _progress(len(frames), progress, source) as bar:
             n, n_atoms, top_path = write_results(iter_block_results(engine, spec, blocks, bar), output)
@@ -146,11 +149,21 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
                   "seed": seed, "backmapper": spec.backmapper, "output": os.path.abspath(output),
                   "postprocess": repr(postprocess) if postprocess is not None else None}
     work = WorkFolder(work_folder_for(output, work_dir), parameters, resume=resume)
-    todo = [b for b in blocks if not work.is_done(b)]
-    with _progress(len(frames), progress, source, initial=len(frames) - sum(map(len, todo))) as bar:
-        for result in iter_block_results(engine, spec, todo, bar):
-            work.save(result)  # every block complete on disk first; then the output in one go
-    n, n_atoms, top_path = write_results((work.load(b) for b in blocks), output, work.load_topology())
+    try:
+        todo = [b for b in blocks if not work.is_done(b)]
+        with _progress(len(frames), progress, source, initial=len(frames) - sum(map(len, todo))) as bar:
+            for result in iter_block_results(engine, spec, todo, bar):
+                work.save(result)  # every block complete on disk first; then the output in one go
+        n, n_atoms, top_path = write_results((work.load(b) for b in blocks), output, work.load_topology())
+    except LatcpbInputError:
+        if not keep_work:  # bad input: resuming cannot help
+            work.remove()
+        raise
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed otherwise: the complete blocks stay
+        if note is not None and os.path.isdir(work.path):
+            note(f"{source}: {len(work.done_blocks())} complete blocks kept in {work.path}; rerun with --resume to"
+                 " continue")
+        raise
     if not keep_work:
         work.remove()
     return RunResult(source, output, top_path, n, n_atoms)
