@@ -81,6 +81,25 @@ def run_entry(entry, frames, params, generator, out):
             "frames_invalid_after": int((~res.valid).sum()), "seconds_per_frame": round(seconds / cg.shape[0], 4)}
 
 
+def throughput(data_dir, params, seed, n_residues=100, batch=32, repeats=3):
+    """Frames per second of ``refine_ca_trace`` on ``batch`` CG-like frames of the first val entry with at least
+    ``n_residues`` residues, cut to that length (best of ``repeats``)."""
+    from latcpb.geometry.ca_trace import refine_ca_trace
+    from latcpb.training.augment import cg_like_trace
+
+    entry = next(e for e in entries(data_dir) if e["residues"] >= n_residues)
+    u_ca = ca_trace(load_reference(entry, 1))
+    ref = torch.tensor(u_ca.atoms.positions[:n_residues], dtype=torch.float64)
+    chain = np.zeros(n_residues, dtype=int)
+    cg = cg_like_trace(ref.expand(batch, -1, -1), chain, params, torch.Generator().manual_seed(seed)).float()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        refine_ca_trace(cg, chain)
+        best = min(best, time.perf_counter() - t0)
+    return {"entry": entry["name"], "residues": n_residues, "batch": batch, "frames_per_s": round(batch / best, 1)}
+
+
 def main(argv=None):
     from latcpb.training.augment import CGPerturbation
 
@@ -98,7 +117,8 @@ def main(argv=None):
     rows = [run_entry(e, args.frames, params, generator, args.out) for e in entries(args.data, args.entries)]
     cols = [("name", "entry"), ("residues", "res."), ("frames", "fr."), ("violating_reference_pct", "viol. ref %"),
             ("violating_cg_pct", "viol. CG %"), ("violating_refined_pct", "viol. refined %"),
-            ("cg_spacing_min", "CG d min"), ("cg_spacing_max", "CG d max"), ("distortion_rms", "distortion Å"),
+            ("cg_spacing_min", "CG d min"), ("cg_spacing_max", "CG d max"),
+            ("cg_steps_over_4.2_pct", "CG d > 4.2 %"), ("distortion_rms", "distortion Å"),
             ("move_rms_mean", "move RMS Å"), ("move_rms_max", "max RMS Å"), ("move_max", "max bead Å"),
             ("frames_refused", "refused"), ("seconds_per_frame", "s/frame")]
     print("| " + " | ".join(c[1] for c in cols) + " |")
@@ -112,6 +132,7 @@ def main(argv=None):
                "violating_cg_pct_mean": round(float(np.mean([r["violating_cg_pct"] for r in rows])), 3),
                "violating_refined_pct_mean": round(float(np.mean([r["violating_refined_pct"] for r in rows])), 3),
                "frames_refused": sum(r["frames_refused"] for r in rows)}
+    summary["throughput"] = throughput(args.data, params, args.seed)
     print("summary:", json.dumps(summary))
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/cg_like_traces.py " + " ".join(argv if argv is not None else sys.argv[1:]),

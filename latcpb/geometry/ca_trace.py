@@ -173,20 +173,24 @@ def _angles(x):
 
 
 def _contact_pairs(x, topo, cutoff):
-    """Residue pairs that may clash: (i [P], j [P], mask [F, P]) with i < j not bonded-near and d < cutoff in a frame."""
+    """Residue pairs that may clash: (i [P], j [P], mask [F, P]) with i < j, not near in one chain, and closer than
+    ``cutoff`` Å in some frame (mask: in which). Blocks of frames and rows keep memory at ~2**22 distances."""
     f, n, _ = x.shape
     idx = topo.index
-    allowed = (idx[None, :] > idx[:, None]) & ((topo.chain[:, None] != topo.chain[None, :])
-                                               | (idx[None, :] - idx[:, None] >= 3))
-    chunk = max(1, (1 << 24) // max(1, n * n))
-    close = []
-    for s in range(0, f, chunk):
-        d = torch.cdist(x[s:s + chunk], x[s:s + chunk])
-        close.append((d < cutoff) & allowed)
-    close = torch.cat(close) if close else torch.zeros(0, n, n, dtype=torch.bool, device=x.device)
-    any_frame = close.any(0)
-    i, j = torch.nonzero(any_frame, as_tuple=True)
-    return i, j, close[:, i, j]
+    rows = max(1, (1 << 22) // max(1, f * n))
+    found_i, found_j = [], []
+    for r0 in range(0, n, rows):
+        r = idx[r0:r0 + rows]
+        allowed = (idx[None, :] > r[:, None]) & ((topo.chain[None, :] != topo.chain[r][:, None])
+                                                 | (idx[None, :] - r[:, None] >= 3))          # [B, N]
+        close = (torch.cdist(x[:, r0:r0 + rows], x) < cutoff).any(0) & allowed
+        bi, bj = torch.nonzero(close, as_tuple=True)
+        found_i.append(bi + r0)
+        found_j.append(bj)
+    i = torch.cat(found_i) if found_i else idx[:0]
+    j = torch.cat(found_j) if found_j else idx[:0]
+    mask = torch.linalg.norm(x[:, i] - x[:, j], dim=-1) < cutoff
+    return i, j, mask
 
 
 def _step_ranges(d0, topo, limits, cis_allowed):
@@ -197,7 +201,7 @@ def _step_ranges(d0, topo, limits, cis_allowed):
     return lo, hi
 
 
-def _violations(x, topo, limits, cis_allowed, lo=None, hi=None) -> TraceViolations:
+def _violations(x, topo, limits, cis_allowed, lo=None, hi=None, pairs=None) -> TraceViolations:
     f, n, _ = x.shape
     d = _spacing(x)
     if lo is None:
@@ -207,7 +211,7 @@ def _violations(x, topo, limits, cis_allowed, lo=None, hi=None) -> TraceViolatio
     a_lo, a_hi = (math.radians(a) for a in limits.angle)
     angle = ((theta < a_lo) | (theta > a_hi)) & topo.angle
     contact = torch.zeros(f, n, dtype=torch.bool, device=x.device)
-    i, j, mask = _contact_pairs(x, topo, limits.min_contact + 0.5)
+    i, j, mask = _contact_pairs(x, topo, limits.min_contact + 0.5) if pairs is None else pairs
     if len(i):
         dij = torch.linalg.norm(x[:, i] - x[:, j], dim=-1)
         hit = (mask & (dij < limits.min_contact)).to(x.dtype)
@@ -365,13 +369,13 @@ def _solve(x0, topo, limits, cis_allowed, max_iterations):
     i, j, pair_mask = _contact_pairs(x, topo, limits.min_contact + _CONTACT_SEARCH)
     searched_at = x.clone()
     for _ in range(max_iterations):
-        viol = _violations(x, topo, limits, cis_allowed, lo, hi)
-        active = active & viol.frames
-        if not bool(active.any()):
-            break
         if float(torch.linalg.norm(x - searched_at, dim=-1).max()) > 0.5 * _CONTACT_SEARCH:
             i, j, pair_mask = _contact_pairs(x, topo, limits.min_contact + _CONTACT_SEARCH)
             searched_at = x.clone()
+        viol = _violations(x, topo, limits, cis_allowed, lo, hi, pairs=(i, j, pair_mask))
+        active = active & viol.frames
+        if not bool(active.any()):
+            break
         for kind in ("bond", "angle", "contact"):
             if kind == "bond":
                 acc, cnt = _bond_step(x, lo, hi, step_mask)
@@ -407,8 +411,9 @@ def refine_ca_trace(ca, chain_index, restype=None, *, max_rms=0.5, keep_beads=Fa
     x_in = inp[None] if single else inp
     if x_in.dim() != 3 or x_in.shape[-1] != 3:
         raise ValueError(f"ca has shape {tuple(inp.shape)}, expected [F, N, 3] or [N, 3]")
-    if not bool(torch.isfinite(x_in).all()):
-        raise LatcpbInputError("CA trace: non-finite coordinates")
+    finite = torch.isfinite(x_in).all(-1).all(-1)
+    if not bool(finite.all()):
+        raise LatcpbInputError(f"CA trace: non-finite coordinates in frame {int(torch.nonzero(~finite)[0, 0])}")
     x0 = x_in.to(torch.float64)
     f = x0.shape[0]
     topo = _topology(chain_index, restype, x0.shape[1], x0.device)
