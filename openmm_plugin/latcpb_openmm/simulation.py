@@ -12,8 +12,11 @@ import openmm.unit as unit
 
 from latcpb.data.names import is_hydrogen
 from latcpb.errors import LatcpbInputError
-from latcpb_openmm.relaxation import DEFAULT_CUTOFF, DEFAULT_FORCEFIELD, DEFAULT_SOLVENT, choose_platform, create_system
-from latcpb_openmm.topology import add_hydrogens, heavy_structure, load_forcefield
+from latcpb_openmm.convert import box_vectors, heavy_structure
+from latcpb_openmm.forcefields import load_forcefield
+from latcpb_openmm.hydrogens import add_hydrogens
+from latcpb_openmm.relaxation import (DEFAULT_CUTOFF, DEFAULT_FORCEFIELD, DEFAULT_SOLVENT, available_platforms,
+                                      choose_platform, create_system)
 
 
 def _atoms_of(universe_or_pdb):
@@ -51,6 +54,8 @@ def _complete_topology(atoms, forcefield, ph, histidine):
                 atoms.write(path)
             pdb = app.PDBFile(path)
         if not forcefield.getUnmatchedResidues(pdb.topology):
+            vectors = box_vectors(getattr(atoms, "dimensions", None))
+            pdb.topology.setPeriodicBoxVectors(vectors)  # None (no box) clears the PDB placeholder CRYST1
             return pdb.topology, np.asarray(pdb.positions.value_in_unit(unit.nanometer)) * 10.0
     hs = heavy_structure(atoms, histidine=histidine)
     top, pos, _, _ = add_hydrogens(hs, hs.positions(xyz), forcefield, ph=ph)
@@ -65,7 +70,8 @@ def make_simulation(universe_or_pdb, forcefield=DEFAULT_FORCEFIELD, solvent=DEFA
     Hydrogens are added (pH ``ph``) unless the input has them all; positions are set and velocities drawn at
     ``temperature`` K. Default integrator: LangevinMiddleIntegrator(``temperature`` K, ``friction`` 1/ps,
     ``timestep`` fs) with H-bond constraints; ``cutoff`` Å (None: no cutoff); ``seed`` fixes the velocities and the
-    Langevin noise. Relax the structure first (``relax_universe``) if it may contain clashes.
+    Langevin noise; ``platform`` None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the
+    input's box, chains and disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it may contain clashes.
     """
     atoms = _atoms_of(universe_or_pdb)
     ff = load_forcefield(forcefield, solvent)
@@ -76,7 +82,19 @@ def make_simulation(universe_or_pdb, forcefield=DEFAULT_FORCEFIELD, solvent=DEFA
                                                  timestep * unit.femtosecond)
         if seed is not None:
             integrator.setRandomNumberSeed(int(seed))
-    simulation = app.Simulation(top, system, integrator, choose_platform(platform))
+    simulation = None
+    names = [platform] if platform is not None else available_platforms()
+    for k, name in enumerate(names):  # fastest first; a GPU platform without a usable device falls through
+        try:
+            simulation = app.Simulation(top, system, integrator, choose_platform(name))
+            break
+        except LatcpbInputError:
+            raise
+        except Exception as err:  # OpenMMException: no device, ...
+            if platform is not None or k == len(names) - 1:
+                raise LatcpbInputError(f"OpenMM platform {name} cannot run this simulation: {err}") from err
+            integrator = mm.XmlSerializer.clone(integrator)  # an integrator is bound by a failed attempt
+
     simulation.context.setPositions(unit.Quantity(pos * 0.1, unit.nanometer))
     if constraints is not None:
         simulation.context.applyConstraints(1e-6)
