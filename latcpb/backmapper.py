@@ -372,8 +372,8 @@ def _check_spacing(whole, plan, source, frame):
         b = describe_residue(t.output_resnames[i + 1], t.resids[i + 1], t.chain_ids[i + 1])
         extra = f" and {len(bad) - 1} more pairs" if len(bad) > 1 else ""
         raise LatcpbInputError(
-            f"{source}: frame {int(frame)}: beads {a} and {b} are {spacing[i]:.1f} Å apart{extra} after making chains"
-            f" whole (more than {MAX_BEAD_SPACING} Å: not a chain); the chain is continuous in other frames")
+            f"{source}: frame {int(frame)}: beads {a} and {b} of one chain are {spacing[i]:.1f} Å apart{extra} after"
+            f" making chains whole (more than {MAX_BEAD_SPACING} Å: an unphysical CG bond)")
 
 
 def _progress(total, enabled):

@@ -57,10 +57,8 @@ def select_beads(universe, select=DEFAULT_SELECT, source="input", skip_unknown=F
                                    f" knows): {_shown(labels)}; --skip-unknown leaves them out")
         if note is not None:
             note(f"{source}: left out {len(labels)} unknown residues (--skip-unknown): {_shown(labels, 5)}")
-    other = ~amino & ~unknown
-    if other.any() and note is not None:
-        note(f"{source}: left out {int(other.sum())} non-protein beads of --select '{select}'"
-             f" (residues {_counted(raw[other])})")
+    if note is not None:
+        _note_non_protein(universe, source, note)
     beads = candidates[amino]
     if len(beads) == 0:
         raise LatcpbInputError(f"{source}: --select '{select}' matched no amino-acid residues"
@@ -75,6 +73,23 @@ def select_beads(universe, select=DEFAULT_SELECT, source="input", skip_unknown=F
             f"{source}: --select '{select}' picked beads named {found}{martini}; LatCPB rebuilds atoms around"
             " C-alpha positions and would take these beads as exact CA positions: --beads-as-ca runs anyway")
     return beads
+
+
+def _note_non_protein(group, source, note) -> None:
+    """One note with the number of atoms (beads) in residues that are not amino acids (ions, lipids, water ...)."""
+    try:
+        residues = group.residues
+        names = np.asarray(residues.resnames).astype(str)
+    except Exception:  # a topology without residue names
+        return
+    known = {name: normalize_resname(name) is not None for name in np.unique(names)}
+    other = np.array([not known[name] for name in names], dtype=bool)
+    if other.any():
+        atoms = group.atoms[np.isin(group.atoms.resindices, residues.resindices[other])]
+        counts = Counter(names[other])
+        shown = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.most_common(6))
+        more = f" and {len(counts) - 6} more names" if len(counts) > 6 else ""
+        note(f"{source}: left out {len(atoms)} non-protein atoms/beads in {int(other.sum())} residues ({shown}{more})")
 
 
 def _unknown_in_chain(candidates, amino: np.ndarray) -> np.ndarray:
