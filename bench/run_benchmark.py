@@ -421,7 +421,8 @@ def main(argv=None):
             per_entry[name] = []
             for e in ref_entries:
                 m = json.loads((args.out / name / f"{e['name']}.json").read_text())
-                per_entry[name].append({"entry": e["name"], "residues": m["n_residues"], "frames": e["frames"],
+                per_entry[name].append({"entry": e["name"], "residues": m["n_residues"],
+                                        "frames": m.get("n_reference_frames", e["frames"]),
                                         **{k: v for k, v in m.items() if k != "per_residue"}})
             continue
         if name == "cgback":
