@@ -37,3 +37,32 @@ def place_side_chains(xyz, restype, chi):
         placed = apply_frame(rot, origin, local)                                          # [..., N, 15, 3]
         xyz = torch.where((group == k)[..., None], placed, xyz)
     return xyz
+
+
+def fit_side_chains(xyz, restype, target, present=None):
+    """Like ``place_side_chains``, with each chi chosen to overlay its group's atoms on ``target`` [..., N, 15, 3] Å
+    (least squares about the chi axis, group by group in chi order) instead of given: the side chain nearest to a
+    structure's whose own geometry is not ideal. ``present`` [N, 15] bool: target atoms to use (default all).
+    Returns (xyz, chi (cos, sin) [..., N, 4, 2])."""
+    device, dtype = xyz.device, xyz.dtype
+    group = torch.as_tensor(rg.RESTYPE_GROUP, device=device)[restype]
+    local = torch.as_tensor(rg.RESTYPE_GROUP_POSITIONS, device=device, dtype=dtype)[restype]
+    frame_slots = torch.as_tensor(rg.RESTYPE_CHI_FRAME, device=device)[restype]
+    use = torch.ones_like(group, dtype=torch.bool) if present is None else present
+    chis = torch.zeros(*xyz.shape[:-2], 4, 2, dtype=dtype, device=device)
+    chis[..., 0] = 1.0
+    for k in range(4):
+        members = group == k
+        if not bool(members.any()):
+            break
+        a, b, c = _slots(xyz, frame_slots[:, k]).unbind(-2)
+        rot, origin = frame_from_points(a, b, c)
+        q = torch.einsum("...ji,...kj->...ki", rot, target - origin[..., None, :])          # target in the frame
+        w = (members & use).to(dtype)                                                    # [N, 15]
+        cy = ((local[..., 1] * q[..., 1] + local[..., 2] * q[..., 2]) * w).sum(-1)
+        cz = ((local[..., 1] * q[..., 2] - local[..., 2] * q[..., 1]) * w).sum(-1)
+        chi = F.normalize(torch.stack([cy, cz], -1) + torch.tensor([1e-9, 0.0], dtype=dtype, device=device), dim=-1)
+        chis[..., k, :] = chi
+        placed = apply_frame(rot @ rotation_x(chi[..., 0], chi[..., 1]), origin, local)
+        xyz = torch.where(members[..., None], placed, xyz)
+    return xyz, chis

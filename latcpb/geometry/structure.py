@@ -16,7 +16,7 @@ from latcpb.geometry import backbone as bb
 from latcpb.geometry import rigid_groups as rg
 from latcpb.geometry.nerf import dihedral
 from latcpb.geometry.proline import close_prolines
-from latcpb.geometry.sidechain import place_side_chains
+from latcpb.geometry.sidechain import fit_side_chains, place_side_chains
 
 _PRO = rc.RESTYPE_INDEX["PRO"]
 
@@ -53,6 +53,24 @@ def build_structure(ca, torsions: Torsions, lt, limit_n_ca_c=True):
     ``limit_n_ca_c``: turn peptide rotations where needed so that N-CA-C stays within its bound
     (``backbone.limit_n_ca_c``); the rotations actually used are those of ``extract_torsions`` of the output.
     """
+    xyz = build_backbone(ca, torsions, lt, limit_n_ca_c)
+    return close_proline_rings(place_side_chains(xyz, lt.restype, torsions.chi), torsions.chi, lt)
+
+
+def fit_structure(target, lt, present=None):
+    """The builder's structure nearest to ``target`` [..., N, 15, 3] Å (e.g. a decoder's NeRF output): peptide
+    rotations and chain-end torsions extracted from it, then every chi fitted group by group to its atoms
+    (``sidechain.fit_side_chains``), so a side chain whose own geometry is off keeps its place instead of its
+    dihedrals. Valid chemistry by construction; the CA trace of ``target`` is kept."""
+    torsions = extract_torsions(target, lt)
+    xyz = build_backbone(target[..., 1, :], torsions, lt)
+    xyz, chi = fit_side_chains(xyz, lt.restype, target, present)
+    pro_chi = torch.where((lt.restype == _PRO)[:, None, None], torsions.chi, chi)
+    return close_proline_rings(xyz, pro_chi, lt)
+
+
+def build_backbone(ca, torsions: Torsions, lt, limit_n_ca_c=True):
+    """N, CA, C, O, CB and OXT [..., N, 15, 3] Å (side-chain slots at CA) of ``build_structure``."""
     units = bb.PeptideUnits(ca, lt)
     axes = bb.peptide_axes(ca, lt)
     rotation = torsions.peptide
@@ -67,12 +85,16 @@ def build_structure(ca, torsions: Torsions, lt, limit_n_ca_c=True):
     o_atom = torch.where(last[:, None], o_end, pep[..., 1, :])
     cb = bb.place_cb(n_atom, ca, c_atom, lt.restype)
     xyz = ca[..., None, :].expand(*ca.shape[:-1], rc.ATOMS_PER_RESIDUE, 3)
-    xyz = torch.cat([torch.stack([n_atom, ca, c_atom, o_atom, cb], -2), xyz[..., 5:14, :], oxt[..., None, :]], -2)
-    xyz = place_side_chains(xyz, lt.restype, torsions.chi)
+    return torch.cat([torch.stack([n_atom, ca, c_atom, o_atom, cb], -2), xyz[..., 5:14, :], oxt[..., None, :]], -2)
+
+
+def close_proline_rings(xyz, chi, lt):
+    """xyz [..., N, 15, 3] Å with every proline's CG, CD set by the ring solver, nearest to its requested chi1, chi2
+    ((cos, sin) [..., N, 4, 2])."""
     rows = torch.nonzero(lt.restype == _PRO).flatten()
     if len(rows):
         first, _, _ = bb.chain_flags(lt)
-        chi = torch.atan2(torsions.chi[..., rows, :2, 1], torsions.chi[..., rows, :2, 0])
+        chi = torch.atan2(chi[..., rows, :2, 1], chi[..., rows, :2, 0])
         cg, cd = close_prolines(xyz[..., rows, 0, :], xyz[..., rows, 1, :], xyz[..., rows, 4, :],
                                 xyz[..., (rows - 1).clamp(min=0), 2, :], ~first[rows], chi[..., 0], chi[..., 1])
         xyz = xyz.index_copy(-3, rows, torch.cat([xyz[..., rows, :5, :], cg[..., None, :], cd[..., None, :],

@@ -2,34 +2,32 @@
 
 Baseline: backbone N and C from the CA trace with internal coordinates binned by the local CA-trace shape (mean
 values of their chain position at chain ends), every peptide then made an ideal planar unit (trans, or cis where
-the CA trace is cis), O from the backbone torsion psi, side chains in the most frequent rotamer of the training data.
+the CA trace is cis), O from the backbone torsion psi, side chains in the most frequent rotamer of the training data;
+these rules decide the peptide rotations and chi, and the structure builder (``latcpb.geometry.structure``) builds
+the final atoms from them, so the output is valid chemistry by construction.
 Angles, fixed torsions, rotamers and the trans peptide unit come from ``geometry/data/ideal_geometry.json``
 (``python -m latcpb.tools.fit_ideal_geometry``); bond lengths from the Engh & Huber table. Deterministic: every
 sample is the same structure.
 """
 from __future__ import annotations
 
-import json
 import math
-from importlib import resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latcpb.geometry import residue_constants as rc
+from latcpb.geometry.backbone import CIS_CA_DISTANCE
+from latcpb.geometry.rigid_groups import load_ideal_geometry  # noqa: F401  (re-exported)
 from latcpb.geometry.internal_coords import LayoutTensors, cartesian_to_internal, internal_to_cartesian_angles
-from latcpb.geometry.nerf import bond_angle, dihedral, place_atom_angles
+from latcpb.geometry.nerf import bond_angle, dihedral
 from latcpb.model.cg_features import chain_ends
 
 NONE, FIXED, CHI, OFFSET, PSI = -1, 0, 1, 2, 3
 LAST_RESIDUE_PSI_DEG = 140.0  # psi of a C-terminal residue, which no CA trace determines (extended)
 ANGLE_EDGES_DEG = (90.0, 100.0, 110.0, 120.0, 130.0)  # virtual CA angle bins (6) for the backbone table
 N_DIHEDRAL_BINS = 18                                    # virtual CA dihedral bins of 20 degrees
-PROLINE_CHI_RANGE_DEG = 60.0   # proline ring search: chi1 within +-60 degrees (puckers lie within +-45)
-RING_CLOSURE_TOLERANCE = 0.02  # Å: largest accepted deviation of the N-CD distance from its Engh & Huber length
-CIS_CA_DISTANCE = 3.3  # Å: CA_i-CA_i+1 below this is cis (train set: cis 2.74-3.36, median 3.0; trans >= 3.53)
-CB_SLOT = 4
 CIS_PEPTIDE_ANGLES_DEG = (116.2, 121.7)  # CA-C-N, C-N-CA of the ideal cis unit (Engh & Huber)
 
 
@@ -69,12 +67,6 @@ def backbone_bins(angle, dihedral_value):
     a_bin = torch.bucketize(torch.rad2deg(angle).contiguous(), edges)
     d_bin = ((dihedral_value + math.pi) / (2 * math.pi) * N_DIHEDRAL_BINS).long().clamp(0, N_DIHEDRAL_BINS - 1)
     return a_bin, d_bin
-
-
-def load_ideal_geometry():
-    """The fitted table (dict) shipped in ``latcpb/geometry/data/ideal_geometry.json``."""
-    text = resources.files("latcpb").joinpath("geometry", "data", "ideal_geometry.json").read_text()
-    return json.loads(text)
 
 
 def _tables(ideal):
@@ -226,117 +218,30 @@ class _IdealGeometry:
             tau[..., rows, slot] = new_tau[..., rows, slot]
 
 
-class GeometryIdealizer(_IdealGeometry):
-    """Imposes ideal local geometry on generated heavy atoms, keeping what a generator decides.
-
-    Kept: the CA trace, the placement of every peptide plane about its CA-CA axis, phi/psi-dependent O, the side-chain
-    torsions chi1, chi2 ... (proline's moved to the nearest closed ring). Imposed (``level`` "standard"): bond lengths
-    (Engh & Huber), ideal planar peptide units (trans, or cis where CA_i-CA_i+1 < 3.3 Å), planar aromatic rings
-    (ideal angles and torsions beyond CG), closed proline rings, L chirality (a CB on the D side of the backbone
-    takes its ideal position, chi1 turned to keep the side chain where it was). ``level`` "full" also imposes the
-    bond angles and torsions of the other rigid groups (guanidinium, carboxylate and amide planes, branch points, CB).
-    ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
+class GeometryIdealizer:
+    """Valid chemistry for generated heavy atoms, keeping what a generator decides: the structure is rebuilt by the
+    structure builder (``latcpb.geometry.structure``) from its own degrees of freedom (peptide rotations about the
+    CA-CA axes, chi1-chi4, chain-end torsions), so bond lengths, angles, rings, planar groups, ideal trans units (cis
+    where CA_i-CA_i+1 < 3.3 Å), closed proline rings and L chirality hold by construction; the CA trace and the chi
+    angles are kept (proline's move to the nearest good closed ring). ``level`` "standard" and "full" are the same
+    since the builder imposes every rigid group. ``__call__(xyz [B, N, 15, 3] Å, lt) -> [B, N, 15, 3] Å``.
     """
 
     def __init__(self, device="cpu", ideal=None, level="standard"):
-        super().__init__(device, ideal)
         if level not in ("standard", "full"):
             raise ValueError(f"unknown idealisation level {level!r}")
         self.level = level
-        self._ring = torch.as_tensor(rc.RESTYPE_AROMATIC_RING, device=self.device)  # [20, 15]
-        grid = torch.deg2rad(torch.arange(-PROLINE_CHI_RANGE_DEG, PROLINE_CHI_RANGE_DEG + 0.5, 1.0,
-                                          dtype=torch.float64, device=self.device))
-        self._proline_grid = grid                                     # [G] rad
+        self.device = torch.device(device)
 
     def __call__(self, xyz, lt: LayoutTensors):
-        _, theta, tau = cartesian_to_internal(xyz, lt)
-        kind = self._kind[lt.restype]
-        rigid = (kind == FIXED) | (kind == OFFSET)
-        if self.level == "full":
-            imposed_theta, imposed_tau = rigid, rigid
-        else:   # aromatic rings: every angle beyond CG, every torsion but chi2
-            ring = self._ring[lt.restype]
-            imposed_theta, imposed_tau = ring, ring & rigid
-        theta = torch.where(imposed_theta, self._theta[lt.restype].to(xyz.dtype), theta)
-        tau = torch.where(imposed_tau & (kind == FIXED), self._value[lt.restype].to(xyz.dtype), tau)
-        tau = torch.where(imposed_tau & (kind == OFFSET), self._sibling_offsets(tau, lt.restype), tau)
-        theta, tau = theta.clone(), tau.clone()
-        self._make_l(xyz, lt, theta, tau)
-        self._set_peptide_units(xyz, lt, theta, tau, use_oxygen=True)
-        bond = lt.bond_lengths.to(xyz.dtype)
-        out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
-        if self._close_prolines(out, lt, theta, tau):
-            out = internal_to_cartesian_angles(xyz[..., 1, :], lt, bond, theta, tau)
-        return out
+        return rebuild(xyz, lt)
 
-    def _make_l(self, xyz, lt: LayoutTensors, theta, tau):
-        """Chirality guard (``theta``/``tau`` [B, N, 15] set in place): a CB on the D side of its backbone in ``xyz``
-        takes its ideal L position, and chi1 (with its torsion group) turns so that the first side-chain atom stays
-        as near as it can to where it was."""
-        n, ca, c, cb = (xyz[..., k, :] for k in (0, 1, 2, CB_SLOT))
-        d_side = (torch.cross(n - ca, c - ca, dim=-1) * (cb - ca)).sum(-1) < 0                 # [B, N]
-        d_side &= torch.as_tensor(rc.RESTYPE_ATOM_MASK[:, CB_SLOT], device=xyz.device)[lt.restype]
-        if not bool(d_side.any()):
-            return
-        theta_cb = self._theta[lt.restype, CB_SLOT].to(xyz.dtype).expand_as(d_side)
-        tau_cb = self._value[lt.restype, CB_SLOT].to(xyz.dtype).expand_as(d_side)
-        new_cb = place_atom_angles(c, n, ca, lt.bond_lengths[:, CB_SLOT].to(xyz.dtype), theta_cb, tau_cb)
-        chi1_atom = xyz[..., CB_SLOT + 1, :]                                                  # CG, OG, SG, CG1 ...
-        turn = dihedral(n, ca, new_cb, chi1_atom) - tau[..., CB_SLOT + 1]                      # [B, N]
-        group = torch.as_tensor(rc.RESTYPE_TORSION_GROUP, device=xyz.device)[lt.restype] == 0  # [N, 15] chi1 group
-        theta[..., CB_SLOT] = torch.where(d_side, theta_cb, theta[..., CB_SLOT])
-        tau[..., CB_SLOT] = torch.where(d_side, tau_cb, tau[..., CB_SLOT])
-        tau += torch.where(d_side[..., None] & group, turn[..., None], torch.zeros_like(tau))
 
-    def _close_prolines(self, xyz, lt: LayoutTensors, theta, tau) -> bool:
-        """Set CB, CG, CD of every proline (in ``theta``/``tau`` [B, N, 15], in place) so that its ring closes.
+def rebuild(xyz, lt: LayoutTensors):
+    """xyz [..., N, 15, 3] Å -> the structure builder's output from the degrees of freedom of xyz (CA kept)."""
+    from latcpb.geometry.structure import build_structure, extract_torsions
 
-        CB and the ring angles take their ideal values. For each chi1 of a 1-degree grid the chi2 that closes the
-        ring (N-CD at its Engh & Huber length) is solved in closed form (two solutions, or the best-closing one);
-        the (chi1, chi2) pair nearest to the generated one wins. ``xyz`` supplies the final backbone. Returns False
-        when there is no proline.
-        """
-        rows = torch.nonzero(lt.restype == rc.RESTYPE_INDEX["PRO"]).flatten()
-        if not len(rows):
-            return False
-        cb_slot, cg_slot, cd_slot = CB_SLOT, CB_SLOT + 1, CB_SLOT + 2     # PRO: CB, CG, CD
-        pro = rc.RESTYPE_INDEX["PRO"]
-        dtype = xyz.dtype
-        ideal_theta = self._theta[pro].to(dtype)                          # [15]
-        for slot in (cb_slot, cg_slot, cd_slot):
-            theta[..., rows, slot] = ideal_theta[slot]
-        tau[..., rows, cb_slot] = self._value[pro, cb_slot].to(dtype)
-        bond = lt.bond_lengths[rows].to(dtype)                            # [P, 15]
-        n, ca, c = (xyz[..., rows, k, None, :] for k in (0, 1, 2))        # [B, P, 1, 3]
-        cb = place_atom_angles(c, n, ca, bond[:, None, cb_slot], theta[..., rows, cb_slot, None],
-                               tau[..., rows, cb_slot, None])
-        chi1_grid = self._proline_grid.to(dtype)                          # [G]
-        cg = place_atom_angles(n, ca, cb, bond[:, None, cg_slot], ideal_theta[cg_slot], chi1_grid)  # [B, P, G, 3]
-        # CD = CG + b (-cos(theta) u + sin(theta) (cos(chi2) v + sin(chi2) w)) in the NeRF frame of (CA, CB, CG):
-        # |CD - N|^2 = A + R cos(chi2 - phi), solved for the ring-closing length
-        u = F.normalize(cg - cb, dim=-1)
-        w = F.normalize(torch.cross(cb - ca, u, dim=-1), dim=-1)
-        v = torch.cross(w, u, dim=-1)
-        b, t = bond[:, None, cd_slot], ideal_theta[cd_slot]
-        q = cg - b[..., None] * torch.cos(t) * u - n
-        qv, qw = (q * v).sum(-1), (q * w).sum(-1)                         # [B, P, G]
-        radius = b * torch.sin(t)
-        a = (q * q).sum(-1) + radius ** 2
-        r = 2 * radius * torch.sqrt(qv ** 2 + qw ** 2)
-        length = rc.RING_CLOSING_BONDS["PRO"][0][2]
-        ratio = ((length ** 2 - a) / r).clamp(-1.0, 1.0)
-        gap = (torch.sqrt(a + r * ratio) - length).abs()                  # 0 where the ring can close
-        phi, delta = torch.atan2(qw, qv), torch.acos(ratio)
-        chi2 = torch.stack([phi + delta, phi - delta], -1)                # [B, P, G, 2]
-        chi1 = chi1_grid[:, None].expand_as(chi2)
-        wrap = lambda x: torch.atan2(torch.sin(x), torch.cos(x))          # noqa: E731
-        generated1, generated2 = (tau[..., rows, k, None, None] for k in (cg_slot, cd_slot))
-        move = wrap(chi1 - generated1) ** 2 + wrap(chi2 - generated2) ** 2
-        cost = torch.where(gap[..., None] <= RING_CLOSURE_TOLERANCE, move, 100.0 + gap[..., None])
-        best = cost.flatten(-2).argmin(-1, keepdim=True)                  # [B, P, 1]
-        tau[..., rows, cg_slot] = torch.gather(chi1.flatten(-2), -1, best)[..., 0]
-        tau[..., rows, cd_slot] = torch.gather(chi2.flatten(-2), -1, best)[..., 0]
-        return True
+    return build_structure(xyz[..., 1, :], extract_torsions(xyz, lt), lt)
 
 
 class GeometricGenerator(_IdealGeometry):
@@ -377,4 +282,5 @@ class GeometricGenerator(_IdealGeometry):
         psi = torch.where(last, math.radians(LAST_RESIDUE_PSI_DEG), psi)
         tau = self._sibling_offsets(torch.where(kind == PSI, psi[..., None] + value, tau), lt.restype)
         xyz = internal_to_cartesian_angles(ca, lt, bond, theta, tau)
-        return xyz.repeat_interleave(samples, dim=0)
+        # the rules decide the peptide rotations and chi; the structure builder makes the chemistry valid
+        return rebuild(xyz, lt).repeat_interleave(samples, dim=0)

@@ -6,6 +6,7 @@ import torch
 
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
+from latcpb.geometry.structure import fit_structure
 
 
 def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
@@ -24,6 +25,11 @@ class LatentDiffusionGenerator:
     ``inference.sample_mode``: "ddim" (the latent diffusion model from z_T = temperature * noise) or "prior"
     (p(z | CG) with its standard deviation scaled by the temperature); ``sample_temperature`` = 1.0 is the learned
     distribution.
+
+    Interim until the decoder predicts the builder's degrees of freedom: the decoder's NeRF output gives only its
+    peptide rotations and chain-end torsions, and chi fitted to its side-chain atoms (``structure.fit_structure``);
+    the structure builder makes the atoms (``inference.structure_builder``, default on), so the output is valid
+    chemistry by construction.
     """
 
     name = "latcpb"
@@ -63,6 +69,7 @@ class LatentDiffusionGenerator:
         total = xyz_all.shape[0]
         outputs = []
         tiled_cache = {}
+        lt_device = lt if lt.restype.device == self.device else LayoutTensors(layout, self.device)
         with torch.inference_mode():
             for s in range(0, total, per_chunk):
                 part = xyz_all[s:s + per_chunk]
@@ -74,7 +81,11 @@ class LatentDiffusionGenerator:
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
                                                     generator=rng,
                                                     refine_steps=int(self.inference.get("refine_steps", 0)))
-                outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
+                xyz = xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3)
+                if self.inference.get("structure_builder", True):
+                    # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry
+                    xyz = fit_structure(xyz, lt_device)
+                outputs.append(xyz)
         out = torch.cat(outputs).to(out_dtype)
         # the CA trace is kept exactly
         out[:, :, 1] = ca.to(out.device, out_dtype).repeat_interleave(samples, dim=0)
