@@ -33,7 +33,7 @@ class FrameReport:
     bond_rmsd_*: RMS heavy-atom bond-length deviation from the force field (Å); peptide_breaks_*: peptide C-N
     > 1.5 Å; d_residues_*: residues with D configuration at CA; cis_*: cis peptide bonds before non-proline
     residues; new_d_residues / new_cis / broken_bonds: '; '-separated labels ('HIS 44 (chain A)') of what
-    relaxation created or left broken; time ps of the input frame; status "ok", "failed" (returned unrelaxed) or
+    relaxation created or left broken (bonds worst first); time ps of the input frame; status "ok", "failed" (returned unrelaxed) or
     "damaged" (relaxed, with a D residue or a broken bond); reason says why.
     """
 
@@ -152,7 +152,9 @@ class StructureChecks:
         kept_d = [self.labels[r] for r in np.intersect1d(d1, d0)]
         report.new_d_residues = _labels(gained_d)
         report.new_cis = _labels(self.labels[r] for r in np.setdiff1d(cis1, cis0))
-        broken = [self.describe_bond(k, after) for k in np.flatnonzero(off)]
+        d = np.linalg.norm(after[self.bonds[:, 0]] - after[self.bonds[:, 1]], axis=-1)
+        worst_first = np.flatnonzero(off)[np.argsort(-np.abs(d - self.r0)[off] / self.r0[off], kind="stable")]
+        broken = [self.describe_bond(k, after) for k in worst_first]
         broken += [f"peptide C-N before {self.labels[r]}" for r in breaks1
                    if not any(self.labels[r] in b for b in broken)]
         report.broken_bonds = _labels(broken)
