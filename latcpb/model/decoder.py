@@ -68,3 +68,60 @@ def build_coordinates(ca, lt, internals):
     xyz = internal_to_cartesian(ca[None], lt, lt.bond_lengths.to(ca.dtype), cos_t[None], sin_t[None],
                                 cos_tau[None], sin_tau[None])
     return xyz[0]
+
+
+CHI_BINS = 36   # 10-degree chi bins
+
+
+class DofDecoder(nn.Module):
+    """z [R, D] + h_cg [R, width] -> the structure builder's degrees of freedom (``model.decoder_dofs``).
+
+    Peptide rotation about CA_i-CA_i+1 and the three chain-end torsions as unit 2-vectors; chi1-chi4 as one of
+    ``CHI_BINS`` bins (logits) plus an offset inside the chosen bin (tanh, at most half a bin), so a structure sits in
+    one rotamer well and several samples can draw the wells' populations. ``forward`` returns a dict:
+    peptide [R, 2], ends [R, 3, 2] (unit), chi_logits [R, 4, K], chi_offset [R, 4, K] rad.
+    """
+
+    def __init__(self, latent_dim, width=128, layers=2, heads=4, bins=CHI_BINS):
+        super().__init__()
+        self.bins = bins
+        self.inp = nn.Linear(latent_dim, width)
+        self.mix = mlp(2 * width, width, width)
+        self.transformer = LocalTransformer(width, layers, heads)
+        self.head = mlp(width, 2 * width, 2 + 6 + 8 * bins)
+
+    def forward(self, z, h_cg, ctx):
+        h = h_cg + self.mix(torch.cat([self.inp(z), h_cg], -1))
+        p = ctx.packing
+        h = p.unpad(self.transformer(p.pad(h), ctx.within))
+        out = self.head(h)
+        k = self.bins
+        unit = lambda v: F.normalize(v + torch.tensor([1e-4, 0.0], device=v.device, dtype=v.dtype), dim=-1)  # noqa
+        half = math.pi / k
+        return {"peptide": unit(out[:, :2]), "ends": unit(out[:, 2:8].view(-1, 3, 2)),
+                "chi_logits": out[:, 8:8 + 4 * k].view(-1, 4, k),
+                "chi_offset": half * torch.tanh(out[:, 8 + 4 * k:].view(-1, 4, k))}
+
+    def bin_centres(self, like):
+        """[K] rad: centres of the chi bins in (-pi, pi)."""
+        k = self.bins
+        return (torch.arange(k, device=like.device, dtype=like.dtype) + 0.5) * (2 * math.pi / k) - math.pi
+
+    def chi_bin(self, chi):
+        """Bin index [...] of chi angles [...] rad."""
+        return ((chi + math.pi) / (2 * math.pi / self.bins)).floor().long().clamp(0, self.bins - 1)
+
+    def torsions(self, out, temperature=0.0, generator=None, chi_bins=None):
+        """``Torsions`` from a forward output: chi in the most likely bin (temperature 0), a bin drawn from the
+        softmax at ``temperature``, or the given ``chi_bins`` [R, 4] (teacher forcing), plus its offset."""
+        from latcpb.geometry.structure import Torsions
+
+        logits = out["chi_logits"]
+        if chi_bins is None and temperature > 0:
+            probs = torch.softmax(logits / temperature, -1).reshape(-1, self.bins)
+            chi_bins = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+        elif chi_bins is None:
+            chi_bins = logits.argmax(-1)
+        offset = torch.gather(out["chi_offset"], -1, chi_bins[..., None])[..., 0]
+        chi = self.bin_centres(offset)[chi_bins] + offset
+        return Torsions(out["peptide"], torch.stack([torch.cos(chi), torch.sin(chi)], -1), out["ends"])

@@ -7,21 +7,21 @@ import copy
 import torch
 from torch import nn
 
-from latcpb.model.decoder import Decoder, build_coordinates
+from latcpb.model.decoder import Decoder, DofDecoder, build_coordinates
 from latcpb.model.diffusion import LatentDiffusion, standard_noise
 from latcpb.model.encoders import AllAtomEncoder, CGContext, CGEncoder, mlp
 from latcpb.model.latent import DiscreteLatent, MultimodalPrior, contrastive_loss, gaussian_kl
-from latcpb.model.losses import clash_loss, reconstruction_loss
+from latcpb.model.losses import clash_loss, dof_loss, reconstruction_loss
 
 DEFAULT_MODEL = {
     "width": 128, "latent_dim": 12, "n_codes": 16, "code_dim": 32, "graph_cutoff": 10.0, "attn_cutoff": 12.0,
     "cg_conv_width": 32, "cg_layers": 2, "aa_atom_width": 32, "aa_atom_cutoff": 8.0, "aa_layers": 1,
     "decoder_layers": 2, "denoiser_layers": 3, "heads": 4, "diffusion_steps": 500, "theta_range": 0.35,
-    "discrete": True, "rigid_rings": True,
+    "discrete": True, "rigid_rings": True, "decoder_dofs": False,
 }
 DEFAULT_LOSS = {
     "xyz": 1.0, "bond": 1.0, "angle": 0.5, "torsion": 0.5, "clash": 0.1, "clash_distance": 2.5,
-    "kl_prior": 0.01, "contrastive": 0.05, "tau": 0.1, "kl_cg": 0.01, "prior_recon": 0.5,
+    "kl_prior": 0.01, "contrastive": 0.05, "tau": 0.1, "kl_cg": 0.01, "prior_recon": 0.5, "chi_bins": 0.2,
 }
 
 
@@ -56,7 +56,10 @@ class LatCPB(nn.Module):
         if c["discrete"]:
             self.discrete = DiscreteLatent(w, c["n_codes"])
             self.prior = MultimodalPrior(c["n_codes"], c["code_dim"], d)
-        self.decoder = Decoder(d, w, c["decoder_layers"], c["heads"], c["theta_range"], c["rigid_rings"])
+        if c["decoder_dofs"]:   # the structure builder's degrees of freedom (peptide rotations, chi bins + offsets)
+            self.decoder = DofDecoder(d, w, c["decoder_layers"], c["heads"])
+        else:                   # internal coordinates of every slot + NeRF (the shipped weights)
+            self.decoder = Decoder(d, w, c["decoder_layers"], c["heads"], c["theta_range"], c["rigid_rings"])
         self.diffusion = LatentDiffusion(d, w, c["denoiser_layers"], c["heads"], c["diffusion_steps"])
 
     def context(self, ca, lt, segment):
@@ -98,22 +101,26 @@ class LatCPB(nn.Module):
             l_c = mu.new_zeros(())
         mu_c, lv_c = self.prior_cg(h_cg)
         l_k = mean(gaussian_kl(mu, logvar, mu_c, lv_c))
-        internals = self.decoder(z, h_cg, ctx)
-        pred = build_coordinates(ca, lt, internals)
-        l_r, rec = reconstruction_loss(pred, internals, xyz, present, residue_mask, lt, ctx.first, ctx.last, weights)
+        l_r, pred, rec = self._reconstruction(z, h_cg, ctx, xyz, present, residue_mask, lt, weights)
         l_e = clash_loss(pred, lt, ctx.src, ctx.dst, ctx.last, residue_mask, weights["clash_distance"])
         loss = (l_r + weights["clash"] * l_e + weights["kl_prior"] * l_m + weights["contrastive"] * l_c
                 + weights["kl_cg"] * l_k)
         if weights["prior_recon"] > 0:
-            internals_p = self.decoder(mu_c, h_cg, ctx)
-            pred_p = build_coordinates(ca, lt, internals_p)
-            l_rp, rec_p = reconstruction_loss(pred_p, internals_p, xyz, present, residue_mask, lt, ctx.first,
-                                              ctx.last, weights)
+            l_rp, _, rec_p = self._reconstruction(mu_c, h_cg, ctx, xyz, present, residue_mask, lt, weights)
             loss = loss + weights["prior_recon"] * l_rp
             logs["prior_mse"] = rec_p["mse"]
         logs.update({"loss": loss.detach(), "L_R": l_r.detach(), "L_E": l_e.detach(), "L_M": l_m.detach(),
                      "L_C": l_c.detach(), "L_K": l_k.detach(), **rec})
         return loss, logs
+
+    def _reconstruction(self, z, h_cg, ctx, xyz, present, residue_mask, lt, weights):
+        """L_R of decoding z: (loss, predicted xyz [R, 15, 3] Å, dict of terms)."""
+        if self.config["decoder_dofs"]:
+            return dof_loss(self.decoder, self.decoder(z, h_cg, ctx), xyz, present, residue_mask, lt, weights)
+        internals = self.decoder(z, h_cg, ctx)
+        pred = build_coordinates(ctx.ca, lt, internals)
+        l_r, rec = reconstruction_loss(pred, internals, xyz, present, residue_mask, lt, ctx.first, ctx.last, weights)
+        return l_r, pred, rec
 
     def diffusion_loss(self, xyz, present, residue_mask, lt, segment, generator=None):
         """Eq. 16 on the (frozen) posterior means, scaled by ``diffusion.latent_scale``."""
@@ -138,7 +145,8 @@ class LatCPB(nn.Module):
         """CG -> all-atom [R, 15, 3] Å. mode: 'ddim' | 'ddpm' (Eq. 8) | 'prior_mean' (decoder on the CG prior mean)
         | 'prior' (z drawn from the CG-conditioned prior, its standard deviation scaled by ``temperature``)
         | 'posterior' (reconstruction from ``reference`` = (xyz, present), for evaluation of the autoencoder).
-        ``refine_steps`` > 0: clash relief on the side-chain torsions (``latcpb.model.refine``)."""
+        ``refine_steps`` > 0: clash relief on the side-chain torsions (``latcpb.model.refine``; internal-coordinate
+        decoder only). With ``decoder_dofs`` the structure builder makes the atoms (valid by construction)."""
         ctx = self.context(ca, lt, segment)
         h_cg = self.cg_encoder(ctx)
         if mode == "ddim":
@@ -154,6 +162,10 @@ class LatCPB(nn.Module):
             z = self.encode(ctx, reference[0], reference[1], h_cg)[0]
         else:
             raise ValueError(f"unknown sampling mode {mode!r}")
+        if self.config["decoder_dofs"]:   # chi bins: the most likely (temperature 0) or drawn at the temperature
+            from latcpb.geometry.structure import Torsions, build_structure
+            t = self.decoder.torsions(self.decoder(z, h_cg, ctx), temperature=temperature, generator=generator)
+            return build_structure(ca[None], Torsions(t.peptide[None], t.chi[None], t.ends[None]), lt)[0]
         internals = self.decoder(z, h_cg, ctx)
         if refine_steps > 0:
             from latcpb.model.refine import relieve_clashes

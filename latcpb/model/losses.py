@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import cartesian_to_internal
@@ -93,3 +94,54 @@ def clash_loss(pred_xyz, lt, src, dst, last, residue_mask, clash_distance=2.5, c
     # two cysteine SG may bond (2.04 Å) but not come closer than DISULFIDE_MIN_DISTANCE
     disulfide = torch.relu(DISULFIDE_MIN_DISTANCE - d[:, 5, 5]) * ss
     return (hinge.sum() + disulfide.sum()) / residue_mask.sum().clamp(min=1)
+
+
+def dof_targets(xyz, present, lt):
+    """Targets of ``DofDecoder`` from a reference [R, 15, 3] Å with atoms ``present`` [R, 15]: (Torsions of the
+    packed system, peptide_ok [R], chi_ok [R, 4], ends_ok [R, 3]) where the defining atoms are present."""
+    from latcpb.geometry import rigid_groups as rg
+    from latcpb.geometry.backbone import chain_flags
+    from latcpb.geometry.structure import extract_torsions
+
+    target = extract_torsions(xyz[None], lt)
+    target = type(target)(target.peptide[0], target.chi[0], target.ends[0])
+    first, last, has_next = chain_flags(lt)
+    n = len(lt.restype)
+    nxt = torch.arange(1, n + 1, device=xyz.device).clamp(max=n - 1)
+    prv = (torch.arange(n, device=xyz.device) - 1).clamp(min=0)
+    peptide_ok = has_next & present[:, 1] & present[:, 2] & present[:, 3] & present[nxt, 0] & present[nxt, 1]
+    quads = torch.as_tensor(rg.RESTYPE_CHI_QUADS, device=xyz.device)[lt.restype]             # [R, 4, 4]
+    chi_mask = torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype]
+    chi_ok = chi_mask & torch.gather(present[:, None, :].expand(-1, 4, -1), 2, quads).all(-1)
+    bb_ok = present[:, :4].all(-1)
+    ends_ok = torch.stack([first & bb_ok & present[nxt, 0], last & bb_ok & present[prv, 2], last & bb_ok], -1)
+    return target, peptide_ok, chi_ok, ends_ok
+
+
+def dof_loss(decoder, out, xyz, present, residue_mask, lt, weights):
+    """Loss of ``DofDecoder`` output ``out`` against the reference xyz [R, 15, 3] Å: chord of the peptide rotations
+    and chain-end torsions, cross-entropy of the chi bins + chord of chi in the true bin (its offset), and the
+    Cartesian MSE of the structure built with the true bins (teacher forcing; every atom but CA). Returns
+    (total, built xyz [R, 15, 3], dict of terms)."""
+    from latcpb.geometry.structure import build_structure
+
+    target, peptide_ok, chi_ok, ends_ok = dof_targets(xyz, present, lt)
+    m = residue_mask
+    chord = lambda a, b: angle_chord(a[..., 0], a[..., 1], b[..., 0], b[..., 1])  # noqa: E731
+    l_pep = _masked_mean(chord(out["peptide"], target.peptide), peptide_ok & m)
+    l_end = _masked_mean(chord(out["ends"], target.ends), ends_ok & m[:, None])
+    chi_true = torch.atan2(target.chi[..., 1], target.chi[..., 0])
+    bins = decoder.chi_bin(chi_true)
+    ce = F.cross_entropy(out["chi_logits"].reshape(-1, decoder.bins), bins.reshape(-1), reduction="none")
+    l_bin = _masked_mean(ce.view_as(chi_true), chi_ok & m[:, None])
+    forced = decoder.torsions(out, chi_bins=bins)
+    l_off = _masked_mean(chord(forced.chi, target.chi), chi_ok & m[:, None])
+    pred = build_structure(xyz[None, :, 1], type(forced)(forced.peptide[None], forced.chi[None], forced.ends[None]),
+                           lt, limit_n_ca_c=False)[0]
+    atoms = present & lt.atom_mask & m[:, None]
+    atoms[:, 1] = False
+    mse = _masked_mean(((pred - xyz) ** 2).sum(-1), atoms)
+    total = (weights["xyz"] * mse + weights["torsion"] * (l_pep + l_end + l_off) + weights["chi_bins"] * l_bin)
+    return total, pred, {"mse": mse.detach(), "peptide": l_pep.detach(), "ends": l_end.detach(),
+                         "chi_ce": l_bin.detach(), "chi_offset": l_off.detach()}
+
