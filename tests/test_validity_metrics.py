@@ -269,3 +269,34 @@ def test_evaluate_reports_validity_for_generated_and_reference(t0922):
         assert r[key] == pytest.approx(r[f"ref_{key}"])
     assert r["angle_deviation_mean"] == 0.0 and r["angle_deviation_residue_pct"] == 0.0
     assert r["overlap_per_1000_atoms"] <= 1.0
+
+
+def test_eval_cli_prints_validity_table(tmp_path):
+    from click.testing import CliRunner
+
+    from latcpb.cli.evaluate import main
+
+    res = CliRunner().invoke(main, [str(T0922), str(T0922), "-o", str(tmp_path / "rep"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[1].startswith("validity (chain ends included)")
+    row = next(ln for ln in lines if ln.startswith("angle outlier res. (%)"))
+    assert row.split()[-2:] == ["1.35", "1.35"]                 # 1 of 74 residues, generated = reference
+    assert lines.index(row) < next(k for k, ln in enumerate(lines) if ln.startswith("RMSD heavy"))
+
+
+def test_fit_wells_on_a_small_folder(tmp_path):
+    from latcpb.tools import fit_wells
+
+    samples = fit_wells.collect(str(DATA / "mini"), frames=1, progress=False)
+    n_general = len(samples["rama"]["general"][0])
+    assert n_general > 60
+    table = fit_wells.fit(samples)
+    dens = np.asarray(table["rama"]["general"]["density"])
+    assert dens.shape == (36, 36) and dens.max() == pytest.approx(1.0)
+    phi, psi = samples["rama"]["general"]
+    level = table["rama"]["general"]["levels"]["outlier"]
+    below = (dens[wl._bin(phi), wl._bin(psi)] < level).mean()
+    assert below <= wl.OUTLIER_FRACTION + 1e-9                 # the level excludes at most 0.5 % of the fit set
+    assert np.asarray(table["rotamer"]["SER"]["density"]).shape == (36,)
+    assert np.asarray(table["rotamer"]["LEU"]["density"]).shape == (36, 36)

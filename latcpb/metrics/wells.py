@@ -59,21 +59,25 @@ def _bin(angle: np.ndarray) -> np.ndarray:
 
 
 def smoothed_density(*angles: np.ndarray) -> np.ndarray:
-    """Histogram of 1 or 2 angle arrays (rad) [36] or [36, 36], periodic Gaussian smoothing of one bin, max 1."""
+    """Histogram of 1 or 2 angle arrays (rad) [36] or [36, 36], periodic Gaussian smoothing of one bin, max 1,
+    rounded to 5 decimals (as the table stores it)."""
     from scipy.ndimage import gaussian_filter
 
     shape = (N_BINS,) * len(angles)
     counts = np.zeros(shape)
     np.add.at(counts, tuple(_bin(a) for a in angles), 1.0)
     dens = gaussian_filter(counts, SMOOTHING_BINS, mode="wrap")
-    return dens / max(dens.max(), 1e-300)
+    return np.round(dens / max(dens.max(), 1e-300), 5)
 
 
 def density_levels(density: np.ndarray, *angles: np.ndarray) -> dict:
     """Outlier and allowed levels: densities at the training points, 0.5 % and 2 % quantiles."""
     at = density[tuple(_bin(a) for a in angles)]
-    return {"outlier": float(np.quantile(at, OUTLIER_FRACTION)), "allowed": float(np.quantile(at, ALLOWED_FRACTION)),
-            "n": int(len(at))}
+    if at.size == 0:  # no training residue of the class: nothing is an outlier
+        return {"outlier": 0.0, "allowed": 0.0, "n": 0}
+    # "lower": a level that is itself a training density, so at most the fraction lies strictly below it
+    return {"outlier": float(np.quantile(at, OUTLIER_FRACTION, method="lower")),
+            "allowed": float(np.quantile(at, ALLOWED_FRACTION, method="lower")), "n": int(len(at))}
 
 
 @lru_cache(maxsize=1)

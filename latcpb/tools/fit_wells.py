@@ -73,13 +73,13 @@ def fit(samples: dict) -> dict:
     for cname, (phi, psi) in samples["rama"].items():
         dens = wl.smoothed_density(phi, psi)
         table["rama"][cname] = {"axes": ["phi", "psi"], "levels": wl.density_levels(dens, phi, psi),
-                                "density": np.round(dens, 5).tolist()}
+                                "density": dens.tolist()}
     for rname, (chi1, chi2) in samples["rotamer"].items():
         angles = (chi1, chi2) if len(rc.CHI_ATOMS[rname]) > 1 else (chi1,)
         dens = wl.smoothed_density(*angles)
         table["rotamer"][rname] = {"axes": ["chi1", "chi2"][:len(angles)],
                                    "levels": wl.density_levels(dens, *angles),
-                                   "density": np.round(dens, 5).tolist()}
+                                   "density": dens.tolist()}
     return table
 
 
