@@ -200,16 +200,35 @@ class Backmapper:
                                    " (degenerate CA trace?)")
         return result
 
+    def plan_trajectory(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, source=None):
+        """The ``BackmapPlan`` of a CG trajectory: beads of ``select``, chains by the chain rule with its spacing test
+        on up to ``CHAIN_CHECK_FRAMES`` frames spread over the selected ones. Pass it to ``iter_backmap(plan=...)``
+        to backmap parts of one trajectory (blocks of frames) with the same chains."""
+        source = source or _describe(universe)
+        beads = self.select(universe, select, source)
+        trajectory = universe.universe.trajectory
+        selected = np.arange(len(trajectory))[start:stop:step]
+        if len(selected) == 0:
+            raise LatcpbInputError(f"{source}: no frames selected (start={start}, stop={stop}, step={step})")
+        original_frame = trajectory.ts.frame
+        try:
+            return self.plan(beads, source, *self._sample_frames(trajectory, beads, selected, source))
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trajectory[original_frame]
+
     def iter_backmap(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, source=None,
-                     progress=False) -> Iterator[FrameBatch]:
+                     progress=False, plan=None) -> Iterator[FrameBatch]:
         """Stream a CG trajectory in batches of ``FrameBatch`` (plan, input frame numbers, times, boxes,
         positions [b * samples, A, 3] Å); unpacks as ``plan, frames, positions``.
 
         Only one batch of frames is in memory at a time. Chains wrapped across a periodic box are made whole
         (``latcpb.io.periodic``) before backmapping; the user's Universe is left as it was (frame included).
+        plan: a ``plan_trajectory`` result to reuse (its beads are used; ``select`` is then ignored).
         """
-        source = source or _describe(universe)
-        beads = self.select(universe, select, source)
+        source = source or (plan.source if plan is not None else _describe(universe))
+        beads = self.select(universe, select, source) if plan is None else plan.beads
         trajectory = universe.universe.trajectory
         selected = np.arange(len(trajectory))[start:stop:step]
         n_frames = len(selected)
@@ -220,8 +239,8 @@ class Backmapper:
         self.reset_seed()
         bar = None
         try:
-            plan = self.plan(beads, source, *self._sample_frames(trajectory, beads, selected, source),
-                             frames=None)
+            if plan is None:
+                plan = self.plan(beads, source, *self._sample_frames(trajectory, beads, selected, source))
             unwrapper = ChainUnwrapper(plan.topology.layout.chain_index)
             residue_of_atom = plan.atom_index // rc.ATOMS_PER_RESIDUE
             bar = _progress(n_frames, progress)

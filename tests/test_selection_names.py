@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import MDAnalysis as mda
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
