@@ -9,6 +9,7 @@ import logging
 import random
 
 import numpy as np
+import openmm as mm
 import openmm.app as app
 import openmm.unit as unit
 
@@ -73,7 +74,9 @@ def add_hydrogens(hs: HeavyStructure, heavy_xyz: np.ndarray, forcefield: app.For
     the name hints of ``hs``. Heavy atoms whose bond vectors cancel (straight segments, as in CG start structures)
     are shifted 0.05 Å sideways while Modeller guesses the hydrogens (it would divide by zero) and put back after;
     bonded atoms on top of each other (< 0.01 Å) are refused with ``LatcpbInputError`` naming the residue.
-    Modeller draws from Python's ``random``; it is seeded with ``seed`` and the caller's random state restored.
+    Modeller draws from Python's ``random``; it is seeded with ``seed`` and the caller's random state restored, and
+    its hydrogen minimisation runs on the Reference platform: the same input gives the same hydrogens in every
+    process (a multi-threaded platform's last-bit noise would grow into different relaxed frames).
     The box of ``hs.topology`` is kept. Returns (topology with H, positions [T, 3] Å, heavy index [M] into the new
     topology, variants used). Raises ``LatcpbInputError`` naming residues without hydrogen definitions or
     force-field templates.
@@ -101,7 +104,8 @@ def add_hydrogens(hs: HeavyStructure, heavy_xyz: np.ndarray, forcefield: app.For
     state = random.getstate()
     random.seed(seed)
     try:
-        used = modeller.addHydrogens(None, pH=ph, variants=list(variants if variants is not None else hs.variants))
+        used = modeller.addHydrogens(None, pH=ph, variants=list(variants if variants is not None else hs.variants),
+                                     platform=mm.Platform.getPlatformByName("Reference"))
     except (ValueError, KeyError) as err:  # OpenMM: unknown variant, bad residue
         raise LatcpbInputError(f"cannot add hydrogens: {err}") from err
     except ZeroDivisionError as err:  # a degenerate case the check above did not foresee: still a clear error
