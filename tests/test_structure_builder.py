@@ -189,7 +189,7 @@ def test_random_inputs_build_valid_chemistry(seed):
     # the other angles at CA move with N-CA-C (less than 4 sigma of Engh & Huber: no outlier)
     assert worst["0-1-4"] < 4 * 1.4 and worst["2-1-4"] < 4 * 1.5
     # a random trace need not admit a good proline ring (real traces do: see the real-trace test)
-    assert worst["PRO ring"] < 8.0, worst
+    assert worst["PRO ring"] < 10.0, worst
     # without the limiter, random rotations give impossible N-CA-C angles: the limiter is what bounds them
     assert _n_ca_c_sigma(build_structure(ca, tor, lt, limit_n_ca_c=False), lt).max() > 2 * bb.N_CA_C_SIGMA_LIMIT
 

@@ -3,9 +3,10 @@
 CB-CG, CG-CD and CA-CB-CG are ideal. For every chi1 of a 1-degree grid (``CHI1_RANGE_DEG``) and CB-CG-CD of a
 small grid around its ideal value (``THETA_CD_STEPS_DEG``) the chi2 that makes N-CD its Engh & Huber length is solved
 in closed form (two solutions); among the closed rings the one with the least sum of (the ring angles CB-CG-CD,
-CG-CD-N, CA-N-CD and the peptide angle C-N-CD off Engh & Huber, in sigma)^2 + (chi1, chi2 off the requested ones /
-``MOVE_SCALE_DEG``)^2 wins. So N-CD is exact by construction and the angles at CG, CD and N are the best the
-backbone admits (the backbone limiter keeps proline phi where they can be good).
+CG-CD-N, CA-N-CD and the peptide angle C-N-CD off Engh & Huber, in sigma)^2 + (CD out of the plane of C_i-1, N,
+CA / ``N_PLANE_SCALE``)^2 + (chi1, chi2 off the requested ones / ``MOVE_SCALE_DEG``)^2 wins. So N-CD is exact by
+construction and the angles at CG, CD and N are the best the backbone admits (the backbone limiter keeps proline phi
+where they can be good).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from latcpb.geometry import rigid_groups as rg
 from latcpb.geometry.nerf import bond_angle, place_atom_angles
 
 CHI1_RANGE_DEG = 60.0      # proline chi1 lies within +-45 degrees (both puckers)
+N_PLANE_SCALE = 0.05       # Å of CD out of the C_i-1, N, CA plane that cost as much as one sigma of a ring angle
 MOVE_SCALE_DEG = 20.0      # how much a requested torsion may move per sigma of ring-angle deviation
 THETA_CD_STEPS_DEG = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)   # CB-CG-CD around Engh & Huber's 106.5 (sigma 3.9)
 RING_ANGLES_DEG = {"CG-CD-N": (103.2, 1.5), "CA-N-CD": (111.7, 1.4), "C-N-CD": (128.4, 2.1),
@@ -69,6 +71,9 @@ def close_prolines(n, ca, cb, c_prev, has_prev, chi1, chi2):
         mean, sigma = (math.radians(x) for x in RING_ANGLES_DEG[name])
         dev = ((bond_angle(p, vtx, q_) - mean) / sigma) ** 2
         cost = cost + (dev * has_prev[:, None, None, None] if name == "C-N-CD" else dev)
+    # the peptide before a proline is planar with CD too: CD near the plane of (C_i-1, N, CA)
+    normal = F.normalize(torch.cross(cpx - nx, cax - nx, dim=-1), dim=-1)
+    cost = cost + (((cd - nx) * normal).sum(-1) / N_PLANE_SCALE) ** 2 * has_prev[:, None, None, None]
     scale = math.radians(MOVE_SCALE_DEG)
     move = (_wrap(grid[:, None, None] - chi1[..., None, None, None]) ** 2
             + _wrap(chi2_c - chi2[..., None, None, None]) ** 2) / scale ** 2

@@ -7,6 +7,7 @@ import torch
 from latcpb.geometry import residue_constants as rc
 from latcpb.geometry.internal_coords import LayoutTensors, ResidueLayout
 from latcpb.geometry.structure import fit_structure
+from latcpb.model.refine import relieve_built_clashes
 
 
 def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
@@ -77,15 +78,18 @@ class LatentDiffusionGenerator:
                 if f not in tiled_cache:
                     tiled_cache[f] = LayoutTensors(tile_layout(layout, f), self.device)
                 segment = torch.arange(f, device=self.device).repeat_interleave(n)
+                relief = int(self.inference.get("refine_steps", 0))
+                build = self.inference.get("structure_builder", True) and not self.model.config["decoder_dofs"]
                 xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode=mode,
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
-                                                    generator=rng,
-                                                    refine_steps=int(self.inference.get("refine_steps", 0)))
-                xyz = xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3)
-                if self.inference.get("structure_builder", True):
-                    # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry
-                    xyz = fit_structure(xyz, lt_device)
-                outputs.append(xyz)
+                                                    generator=rng, refine_steps=0 if build else relief)
+                if build:
+                    # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry;
+                    # clash relief then turns the built side chains (still valid)
+                    xyz = fit_structure(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3), lt_device).reshape(f * n, -1, 3)
+                    if relief > 0:
+                        xyz = relieve_built_clashes(xyz, tiled_cache[f], segment, steps=relief)
+                outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
         out = torch.cat(outputs).to(out_dtype)
         # the CA trace is kept exactly
         out[:, :, 1] = ca.to(out.device, out_dtype).repeat_interleave(samples, dim=0)

@@ -28,13 +28,7 @@ def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.2, clash_distance=3.0
     """
     cos_t, sin_t, cos_tau, sin_tau, theta = internals
     with torch.inference_mode(False), torch.enable_grad():
-        # tensors made under inference_mode cannot take part in autograd: work on normal copies
-        lt = copy.copy(lt)
-        for name, value in vars(lt).items():
-            if torch.is_tensor(value):
-                setattr(lt, name, value.clone())
-            elif isinstance(value, (list, tuple)) and value and all(torch.is_tensor(v) for v in value):
-                setattr(lt, name, type(value)(v.clone() for v in value))
+        lt = _plain_copy(lt)   # tensors made under inference_mode cannot take part in autograd
         last = ctx.last.clone()
         ca_, cos_t_, sin_t_ = ca.clone(), cos_t.clone(), sin_t.clone()
         tau0 = torch.atan2(sin_tau.clone(), cos_tau.clone())
@@ -84,3 +78,55 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
         d = torch.cdist(xyz[a], xyz[b], compute_mode="donot_use_mm_for_euclid_dist")     # [e, 15, 15]
         near[k:k + CONTACT_CHUNK] = d.masked_fill(~pair, float("inf")).flatten(1).min(1).values < distance
     return src[near], dst[near]
+
+
+def relieve_built_clashes(xyz, lt, segment, steps=10, lr=0.2, clash_distance=3.0, restraint=1.0,
+                          ca_cutoff=RELIEF_CA_CUTOFF):
+    """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R]) ->
+    the same with chi1..chi4 turned by a few gradient steps against the clash hinge (restrained to the given chi).
+    The side chains are re-placed from their rigid groups (``sidechain.place_side_chains``), so every bond length,
+    angle, ring and planar group stays ideal; prolines, the backbone and CB never move. Deterministic."""
+    from latcpb.geometry.sidechain import place_side_chains
+    from latcpb.geometry.structure import chi_torsions
+    from latcpb.model.cg_features import Packing, chain_ends
+
+    with torch.inference_mode(False), torch.enable_grad():
+        lt = _plain_copy(lt)
+        xyz, segment = xyz.clone(), segment.clone()
+        ca = xyz[:, 1]
+        src, dst = _contacts(ca, lt, xyz, Packing(segment), ca_cutoff, clash_distance + RELIEF_MARGIN)
+        if src.numel() == 0:
+            return xyz
+        chi0 = chi_torsions(xyz[None], lt)[0]
+        chi0 = torch.atan2(chi0[..., 1], chi0[..., 0])                                   # [R, 4] rad
+        pro = lt.restype == rc.RESTYPE_INDEX["PRO"]
+        movable = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype] & ~pro[:, None]).to(xyz.dtype)
+        delta = torch.zeros_like(chi0, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=lr)
+        last = chain_ends(lt)[1]
+        everyone = torch.ones(len(ca), dtype=torch.bool, device=xyz.device)
+
+        def placed():
+            chi = chi0 + delta * movable
+            out = place_side_chains(xyz, lt.restype, torch.stack([torch.cos(chi), torch.sin(chi)], -1))
+            return torch.where(pro[:, None, None], xyz, out)
+
+        for _ in range(steps):
+            loss = clash_loss(placed(), lt, src, dst, last, everyone, clash_distance, ca_cutoff) \
+                + restraint * (1 - torch.cos(delta * movable)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return placed()
+
+
+def _plain_copy(lt):
+    """A copy of LayoutTensors whose tensors can take part in autograd (tensors made under inference_mode cannot)."""
+    lt = copy.copy(lt)
+    for name, value in vars(lt).items():
+        if torch.is_tensor(value):
+            setattr(lt, name, value.clone())
+        elif isinstance(value, (list, tuple)) and value and all(torch.is_tensor(v) for v in value):
+            setattr(lt, name, type(value)(v.clone() for v in value))
+    return lt
