@@ -1,7 +1,7 @@
 """Backmapping quality metrics (DESIGN.md "Metrics"): RMSD, GED, clashes, bond score, chirality, cis peptides,
 torsion KL, CA preservation, sample diversity and chemical validity (``latcpb.metrics.validity``: bond-angle
-outliers, severe overlaps, C-beta deviation, planarity; ``latcpb.metrics.wells``: rotamer and Ramachandran outliers). ``evaluate`` computes all of them; plots live in
-``latcpb.metrics.report`` (needs matplotlib, imported only there)."""
+outliers, severe overlaps, C-beta deviation, planarity; ``latcpb.metrics.wells``: rotamer and Ramachandran
+outliers). ``evaluate`` computes all of them; plots live in ``latcpb.metrics.report`` (needs matplotlib, imported only there)."""
 from latcpb.metrics.evaluate import evaluate
 from latcpb.metrics.matching import MatchedSystem, match_systems
 from latcpb.metrics.structure import (atom_sets, bond_length_scores, ca_rmsd, clash_scores, d_residues,
