@@ -2,6 +2,7 @@
 
     python bench/cg_like_traces.py                       # writes bench/results/cg_like/ (traces + JSON)
     python bench/cg_like_traces.py --frames 4 --seed 1 --out /tmp/cg_like
+    python bench/cg_like_traces.py --backmap latcpb      # also: validity of the backmapped CG / refined traces
 
 Every ``val`` entry (first ``--frames`` frames) is distorted by ``latcpb.training.augment.cg_like_trace`` with
 spacing kept within 2.6-5.0 Å and straight segments (the CG-model traces of issue 10: HPS, MOFF, Mpipi bead spacing
@@ -50,7 +51,29 @@ def write_trace(u_ca, coords, pdb_path, xtc_path):
         os.replace(tmp, path)
 
 
-def run_entry(entry, frames, params, generator, out):
+KINDS = ("atomistic_ca", "cg", "refined", "reference")
+VALIDITY_KEYS = ("angle_outlier_residue_pct", "overlap_residue_pct", "cis_peptide_pct", "nonplanar_group_pct")
+
+
+def backmap_validity(model, u_ca, traces: dict, ref_universe) -> dict:
+    """Validity figures (``latcpb.metrics.validity.structure_validity``, means over frames) of the backmapped
+    structures of each named CA trace [F, N, 3] in ``traces``, and of the reference structures."""
+    from latcpb import Backmapper
+    from latcpb.metrics.validity import structure_validity
+
+    bm = Backmapper(model=model, seed=0, note=lambda text: None)
+    plan = bm.plan(u_ca.atoms, source="cg_like", positions=traces["refined"])
+    out = {}
+    for name, ca in traces.items():
+        u = plan.universe(bm.backmap_coordinates(plan, np.asarray(ca, dtype=np.float32)))
+        figs = structure_validity(u.atoms, source=name)
+        out[name] = {k: round(float(np.mean([f[k] for f in figs])), 3) for k in VALIDITY_KEYS}
+    figs = structure_validity(ref_universe.select_atoms("protein"), source="reference")
+    out["reference"] = {k: round(float(np.mean([f[k] for f in figs])), 3) for k in VALIDITY_KEYS}
+    return out
+
+
+def run_entry(entry, frames, params, generator, out, model=None):
     from latcpb.data.cg_topology import residue_topology
     from latcpb.geometry.ca_trace import refine_ca_trace, trace_violations
     from latcpb.training.augment import cg_like_trace
@@ -70,7 +93,7 @@ def run_entry(entry, frames, params, generator, out):
     d = torch.linalg.norm(cg[:, 1:] - cg[:, :-1], dim=-1)[:, same]
     write_trace(u_ca, cg.numpy(), out / f"{entry['name']}_cg.pdb", out / f"{entry['name']}_cg.xtc")
     write_trace(u_ca, res.ca.numpy(), None, out / f"{entry['name']}_refined.xtc")
-    return {"name": entry["name"], "residues": len(layout), "frames": int(cg.shape[0]),
+    row = {"name": entry["name"], "residues": len(layout), "frames": int(cg.shape[0]),
             "violating_reference_pct": round(viol(ref), 3), "violating_cg_pct": round(viol(cg.double()), 3),
             "violating_refined_pct": round(viol(res.ca.double()), 3),
             "cg_spacing_min": round(float(d.min()), 3), "cg_spacing_max": round(float(d.max()), 3),
@@ -79,6 +102,10 @@ def run_entry(entry, frames, params, generator, out):
             "move_rms_mean": round(float(res.rms.mean()), 3), "move_rms_max": round(float(res.rms.max()), 3),
             "move_max": round(float(res.max_move.max()), 3), "frames_refused": int((~res.accepted).sum()),
             "frames_invalid_after": int((~res.valid).sum()), "seconds_per_frame": round(seconds / cg.shape[0], 4)}
+    if model is not None:
+        row["backmapped"] = backmap_validity(model, u_ca, {"atomistic_ca": ref.numpy(), "cg": cg.numpy(),
+                                                           "refined": res.ca.numpy()}, u_ref)
+    return row
 
 
 def throughput(data_dir, params, seed, n_residues=100, batch=32, repeats=3):
@@ -109,12 +136,15 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=5, help="frames per entry (first ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--entries", nargs="*", help="entry names (default: all)")
+    ap.add_argument("--backmap", metavar="MODEL", help="also backmap the CG and the refined traces with MODEL"
+                    " (latcpb, geometric, a checkpoint) and report the validity of the structures")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     args.out.mkdir(parents=True, exist_ok=True)
     params = replace(CGPerturbation(), **BENCH_PERTURBATION)
     generator = torch.Generator().manual_seed(args.seed)
-    rows = [run_entry(e, args.frames, params, generator, args.out) for e in entries(args.data, args.entries)]
+    rows = [run_entry(e, args.frames, params, generator, args.out, args.backmap)
+            for e in entries(args.data, args.entries)]
     cols = [("name", "entry"), ("residues", "res."), ("frames", "fr."), ("violating_reference_pct", "viol. ref %"),
             ("violating_cg_pct", "viol. CG %"), ("violating_refined_pct", "viol. refined %"),
             ("cg_spacing_min", "CG d min"), ("cg_spacing_max", "CG d max"),
@@ -132,6 +162,15 @@ def main(argv=None):
                "violating_cg_pct_mean": round(float(np.mean([r["violating_cg_pct"] for r in rows])), 3),
                "violating_refined_pct_mean": round(float(np.mean([r["violating_refined_pct"] for r in rows])), 3),
                "frames_refused": sum(r["frames_refused"] for r in rows)}
+    if args.backmap:
+        print(f"\nbackmapped with {args.backmap}: % residues with angle outliers / severe overlaps / non-Pro cis,"
+              " % planar groups non-planar (CA of the reference | CG trace | refined trace | reference structure)")
+        for r in rows:
+            b = r["backmapped"]
+            print(f"| {r['name']} | " + " | ".join(
+                "/".join(str(b[t][k]) for k in VALIDITY_KEYS) for t in KINDS) + " |")
+        summary["backmapped"] = {t: {k: round(float(np.mean([r["backmapped"][t][k] for r in rows])), 3)
+                                     for k in VALIDITY_KEYS} for t in KINDS}
     summary["throughput"] = throughput(args.data, params, args.seed)
     print("summary:", json.dumps(summary))
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
