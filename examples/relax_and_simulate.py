@@ -4,7 +4,8 @@
     python examples/relax_and_simulate.py --short         # 100 steps (a smoke test, used by the tests)
 
 Steps: CA atoms of the input PDB -> ``latcpb.backmap_universe(u_cg, model=...)`` (heavy atoms) ->
-``latcpb_openmm.relax_universe`` (hydrogens, CA-restrained minimisation, report) -> ``make_simulation`` (implicit
+``latcpb_openmm.relax_universe`` (hydrogens, CA-restrained minimisation with the L-chirality guard, report with
+chirality, cis peptides and bond lengths re-checked) -> ``make_simulation`` (implicit
 solvent, Langevin, 2 fs, H-bond constraints) -> MD, printing the energy and the heavy-atom RMSD drift from the
 relaxed structure.
 """
@@ -53,15 +54,17 @@ def main(argv=None):
     r = reports[0]
     print(f"relax: {r.status} in {r.seconds:.1f} s; energy {r.energy_before:.4g} -> {r.energy_after:.4g} kJ/mol; "
           f"clashing residues {r.clash_residues_before:.1f} -> {r.clash_residues_after:.1f} %; "
-          f"CA drift {r.ca_drift_rms:.3f} Å RMS; bond outliers {r.bond_outliers_before} -> {r.bond_outliers_after}")
+          f"CA drift {r.ca_drift_rms:.3f} Å RMS; bond outliers {r.bond_outliers_before} -> {r.bond_outliers_after}; "
+          f"D residues {r.d_residues_before} -> {r.d_residues_after}; non-Pro cis peptides {r.cis_before} -> "
+          f"{r.cis_after}" + (f"; {r.reason}" if r.reason else ""))
     if args.report:
         write_report(reports, args.report)
     if args.out:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             relaxed.atoms.write(args.out)
-    if r.status != "ok":
-        print("relaxation failed:", r.reason)
+    if r.status != "ok":  # "failed" (not relaxed) or "damaged" (a D residue or a broken bond after relaxation)
+        print(f"relaxation {r.status}:", r.reason)
         return 1
 
     simulation = make_simulation(relaxed, forcefield=args.forcefield, solvent=args.solvent,
@@ -82,7 +85,8 @@ def main(argv=None):
         print(f"step {done:5d}: potential {energies[-1]:10.1f} kJ/mol, heavy-atom RMSD from start "
               f"{drifts[-1]:.2f} Å")
     stable = bool(np.all(np.isfinite(energies)) and max(drifts) < 3.0)
-    print(f"{args.steps} steps of {args.solvent} MD ({simulation.topology.getNumAtoms()} atoms): "
+    print(f"{args.steps} steps of {args.solvent} MD ({simulation.topology.getNumAtoms()} atoms, "
+          f"{simulation.context.getPlatform().getName()} platform): "
           f"{'stable' if stable else 'UNSTABLE'} (finite energies, max RMSD drift {max(drifts):.2f} Å)")
     return 0 if stable else 1
 

@@ -26,4 +26,12 @@ def test_relax_and_simulate_short(tmp_path):
 def test_cg_simulation_reporter_short(tmp_path):
     out = run("cg_simulation_reporter.py", "--short", "--out", str(tmp_path / "cg.xtc"), cwd=tmp_path)
     assert "wrote 4 all-atom frames of 148 atoms" in out  # Trp-cage: 20 residues, 147 heavy atoms + OXT
+    assert "times 0.5-2 ps, last step 200, box [80.0, 80.0, 80.0, 90.0, 90.0, 90.0]" in out
     assert (tmp_path / "cg.pdb").exists()
+
+
+def test_cg_simulation_reporter_openabc_hps_short(tmp_path):
+    pytest.importorskip("openabc")
+    out = run("cg_simulation_reporter.py", "--short", "--hps", "--out", str(tmp_path / "hps.xtc"), cwd=tmp_path)
+    assert "wrote 4 all-atom frames of 148 atoms" in out
+    assert "box [200.0, 200.0, 200.0, 90.0, 90.0, 90.0], 1 chain(s); frames not backmapped: 0" in out
