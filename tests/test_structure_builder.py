@@ -332,3 +332,30 @@ def test_dof_decoder_learns_and_ships_valid_chemistry(tmp_path):
     assert xyz.shape == (2, 74, 15, 3)
     worst = check_valid(xyz.double(), lt, exact_tol=2e-3, angle_tol=0.2)      # float32 model output
     assert worst["N-CA-C sigma"] <= bb.N_CA_C_SIGMA_LIMIT + 0.05
+
+
+def test_clash_relief_on_built_structures_keeps_them_valid():
+    """Relief turns chi of a built structure with random side chains: fewer clashes, still valid chemistry, the
+    backbone and prolines untouched."""
+    from latcpb.model.cg_features import Packing, chain_ends
+    from latcpb.model.losses import clash_loss
+    from latcpb.model.refine import RELIEF_CA_CUTOFF, _contacts, relieve_built_clashes
+
+    lt, xyz, _ = _real("tests/data/mini/T0922.pdb")
+    gen = torch.Generator().manual_seed(11)
+    tor = extract_torsions(xyz, lt)
+    chi = (torch.rand(tor.chi.shape[:-1], generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    built = build_structure(xyz[..., 1, :], Torsions(tor.peptide, torch.stack([chi.cos(), chi.sin()], -1),
+                                                     tor.ends), lt)[0]
+    segment = torch.zeros(len(lt.restype), dtype=torch.long)
+    relieved = relieve_built_clashes(built, lt, segment, steps=40)
+    check_valid(relieved[None], lt)
+    src, dst = _contacts(built[:, 1], lt, built, Packing(segment), RELIEF_CA_CUTOFF, 6.0)
+    everyone = torch.ones(len(segment), dtype=torch.bool)
+    loss = [float(clash_loss(x, lt, src, dst, chain_ends(lt)[1], everyone, 3.0, RELIEF_CA_CUTOFF))
+            for x in (built, relieved)]
+    assert loss[1] < 0.5 * loss[0], loss
+    fixed = torch.zeros_like(lt.atom_mask)
+    fixed[:, :5] = True
+    fixed[lt.restype == PRO] = True
+    assert torch.equal(relieved[fixed], built[fixed])

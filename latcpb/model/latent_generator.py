@@ -10,6 +10,10 @@ from latcpb.geometry.structure import fit_structure
 from latcpb.model.refine import relieve_built_clashes
 
 
+BUILT_RELIEF_STEPS = 40   # clash relief steps on the built structure (bench/structure_builder.py: 40 steps halve the
+#                           overlaps of 7 and lower the RMSD; more steps do not help)
+
+
 def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:
     """``copies`` independent copies of a layout side by side (chains never joined)."""
     span = int(layout.chain_index.max()) + 1 if len(layout) else 0
@@ -30,7 +34,8 @@ class LatentDiffusionGenerator:
     Interim until the decoder predicts the builder's degrees of freedom: the decoder's NeRF output gives only its
     peptide rotations and chain-end torsions, and chi fitted to its side-chain atoms (``structure.fit_structure``);
     the structure builder makes the atoms (``inference.structure_builder``, default on), so the output is valid
-    chemistry by construction.
+    chemistry by construction; clash relief then turns the built side chains (``inference.built_relief_steps``,
+    default ``BUILT_RELIEF_STEPS``; 0 turns it off), which keeps the chemistry valid.
     """
 
     name = "latcpb"
@@ -78,8 +83,9 @@ class LatentDiffusionGenerator:
                 if f not in tiled_cache:
                     tiled_cache[f] = LayoutTensors(tile_layout(layout, f), self.device)
                 segment = torch.arange(f, device=self.device).repeat_interleave(n)
-                relief = int(self.inference.get("refine_steps", 0))
                 build = self.inference.get("structure_builder", True) and not self.model.config["decoder_dofs"]
+                relief = int(self.inference.get("built_relief_steps", BUILT_RELIEF_STEPS) if build
+                             else self.inference.get("refine_steps", 0))
                 xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode=mode,
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
                                                     generator=rng, refine_steps=0 if build else relief)
