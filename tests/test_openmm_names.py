@@ -109,3 +109,32 @@ def test_histidine_option_and_bad_value():
                                                                                     HIE: {"HD1", "HE2"}}
     with pytest.raises(LatcpbInputError, match="histidine"):
         heavy_structure(u.atoms, histidine="HSD")
+
+
+def test_cli_relax_keeps_charmm_names_and_disulfide(tmp_path):
+    """latcpb-backmap --relax --hydrogens on the CHARMM-named CA trace (HSD/HSE, the disulfide declared as a
+    CYS-CYS CONECT between beads): the output keeps HSD/HSE with their protonation and bonds the disulfide."""
+    from click.testing import CliRunner
+
+    from latcpb.cli.backmap import main
+
+    u = universe(CHARMM)
+    ca = mda.Merge(u.select_atoms("name CA"))
+    cys = ca.select_atoms("resname CYS").indices
+    ca.add_TopologyAttr("bonds", [tuple(cys)])
+    cg = str(tmp_path / "cg.pdb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ca.atoms.write(cg)
+    out = str(tmp_path / "aa.pdb")
+    result = CliRunner().invoke(main, [cg, "-o", out, "--relax", "--hydrogens", "--model", "geometric", "--quiet"])
+    assert result.exit_code == 0, result.output
+    aa = universe(out)
+    assert set(aa.select_atoms(f"resid {HID}").resnames) == {"HSD"}
+    assert set(aa.select_atoms(f"resid {HIE}").resnames) == {"HSE"}
+    assert his_hydrogens(lambda rid: set(aa.select_atoms(f"resid {rid}").names)) == {HID: {"HD1"}, HIE: {"HE2"}}
+    bonded = {tuple(sorted(b.atoms.resids)) for b in aa.bonds if set(b.atoms.names) == {"SG"}}
+    assert bonded == {SS}
+    sg = aa.select_atoms("name SG").positions
+    assert np.linalg.norm(sg[0] - sg[1]) < 2.3
+    assert aa.segments.n_segments == 2
