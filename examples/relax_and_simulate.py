@@ -22,7 +22,8 @@ DEFAULT_PDB = os.path.join(HERE, "data", "trpcage_ca.pdb")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pdb", default=DEFAULT_PDB, help="PDB whose CA atoms are the CG input (default: the bundled Trp-cage CA trace)")
+    parser.add_argument("--pdb", default=DEFAULT_PDB,
+                        help="PDB whose CA atoms are the CG input (default: the bundled Trp-cage CA trace)")
     parser.add_argument("--model", default="geometric", help="'geometric', 'latcpb' or a checkpoint path")
     parser.add_argument("--steps", type=int, default=1000, help="MD steps of 2 fs")
     parser.add_argument("--solvent", default="obc", choices=["obc", "gbn2", "vacuum"])

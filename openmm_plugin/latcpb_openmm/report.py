@@ -33,8 +33,8 @@ class FrameReport:
     bond_rmsd_*: RMS heavy-atom bond-length deviation from the force field (Å); peptide_breaks_*: peptide C-N
     > 1.5 Å; d_residues_*: residues with D configuration at CA; cis_*: cis peptide bonds before non-proline
     residues; new_d_residues / new_cis / broken_bonds: '; '-separated labels ('HIS 44 (chain A)') of what
-    relaxation created or left broken (bonds worst first); time ps of the input frame; status "ok", "failed" (returned unrelaxed) or
-    "damaged" (relaxed, with a D residue or a broken bond); reason says why.
+    relaxation created or left broken (bonds worst first); time ps of the input frame; status "ok", "failed"
+    (returned unrelaxed) or "damaged" (relaxed, with a D residue or a broken bond); reason says why.
     """
 
     frame: int

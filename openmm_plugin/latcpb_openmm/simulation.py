@@ -71,7 +71,8 @@ def make_simulation(universe_or_pdb, forcefield=DEFAULT_FORCEFIELD, solvent=DEFA
     ``temperature`` K. Default integrator: LangevinMiddleIntegrator(``temperature`` K, ``friction`` 1/ps,
     ``timestep`` fs) with H-bond constraints; ``cutoff`` Å (None: no cutoff); ``seed`` fixes the velocities and the
     Langevin noise; ``platform`` None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the
-    input's box, chains and disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it may contain clashes.
+    input's box, chains and disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it
+    may contain clashes.
     """
     atoms = _atoms_of(universe_or_pdb)
     ff = load_forcefield(forcefield, solvent)
