@@ -21,6 +21,7 @@ from latcpb.geometry.nerf import bond_angle, place_atom_angles
 
 CHI1_RANGE_DEG = 60.0      # proline chi1 lies within +-45 degrees (both puckers)
 N_PLANE_SCALE = 0.05       # Å of CD out of the C_i-1, N, CA plane that cost as much as one sigma of a ring angle
+OUTLIER_GUARD_SIGMA = 3.5  # ring angles beyond this many sigma cost 100x more (MolProbity's outliers start at 4)
 MOVE_SCALE_DEG = 20.0      # how much a requested torsion may move per sigma of ring-angle deviation
 THETA_CD_STEPS_DEG = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)   # CB-CG-CD around Engh & Huber's 106.5 (sigma 3.9)
 RING_ANGLES_DEG = {"CG-CD-N": (103.2, 1.5), "CA-N-CD": (111.7, 1.4), "C-N-CD": (128.4, 2.1),
@@ -69,7 +70,8 @@ def close_prolines(n, ca, cb, c_prev, has_prev, chi1, chi2):
     triples = {"CG-CD-N": (cgx, cd, nx), "CA-N-CD": (cax, nx, cd), "C-N-CD": (cpx, nx, cd), "CB-CG-CD": (cbx, cgx, cd)}
     for name, (p, vtx, q_) in triples.items():
         mean, sigma = (math.radians(x) for x in RING_ANGLES_DEG[name])
-        dev = ((bond_angle(p, vtx, q_) - mean) / sigma) ** 2
+        z = (bond_angle(p, vtx, q_) - mean).abs() / sigma
+        dev = z ** 2 + 100.0 * torch.relu(z - OUTLIER_GUARD_SIGMA) ** 2   # steep beyond the guard: no outliers
         cost = cost + (dev * has_prev[:, None, None, None] if name == "C-N-CD" else dev)
     # the peptide before a proline is planar with CD too: CD near the plane of (C_i-1, N, CA)
     normal = F.normalize(torch.cross(cpx - nx, cax - nx, dim=-1), dim=-1)
