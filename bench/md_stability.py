@@ -64,7 +64,8 @@ def simulate(universe, beads: np.ndarray, steps: int, chunks: int, max_ca_shift:
     import latcpb_openmm
 
     rec = {"ok": False, "failure": None, "minimized_energy_kj_mol": None, "final_energy_kj_mol": None,
-           "max_ca_shift_A": None, "max_ca_shift_unsuperposed_A": None, "steps_done": 0, "seconds": None}
+           "max_ca_shift_A": None, "max_ca_shift_unsuperposed_A": None, "worst_ca_index": None, "steps_done": 0,
+           "seconds": None}
     t0 = time.perf_counter()
     try:
         sim = latcpb_openmm.make_simulation(universe, seed=seed, platform=platform)
@@ -95,7 +96,9 @@ def simulate(universe, beads: np.ndarray, steps: int, chunks: int, max_ca_shift:
             if not np.isfinite(ca).all():
                 rec["failure"] = f"non-finite coordinates after {rec['steps_done']} steps"
                 return rec
-            shift = max(shift, float(_superposed_shift(ca, beads).max()))
+            per_ca = _superposed_shift(ca, beads)
+            if per_ca.max() > shift:
+                shift, rec["worst_ca_index"] = float(per_ca.max()), int(per_ca.argmax())
             raw_shift = max(raw_shift, float(np.linalg.norm(ca - beads, axis=-1).max()))
             rec["max_ca_shift_A"], rec["max_ca_shift_unsuperposed_A"] = shift, raw_shift
             if not math.isfinite(energy):
@@ -224,7 +227,8 @@ def main(argv=None):
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "machine": machine(),
               "commit": _commit(), "model": args.model or "default (shipped weights)", "steps": args.steps,
-              "timestep_fs": 2.0, "max_ca_shift_A": args.max_ca_shift, "ca_shift": "after superposing the CAs on the beads", "summary": summary, "entries": rows}
+              "timestep_fs": 2.0, "max_ca_shift_A": args.max_ca_shift,
+              "ca_shift": "after superposing the CAs on the beads", "summary": summary, "entries": rows}
     tmp = args.json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, args.json)
