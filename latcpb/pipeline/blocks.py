@@ -73,6 +73,8 @@ class BlockResult:
     steps: np.ndarray | None = None
     dt: float = 1.0
     topology: object = None
+    reports: list | None = None      # relaxation: one FrameReport per output frame
+    topology_pdb: str | None = None  # relaxation with hydrogens: PDB text of the output topology
 
     @property
     def n_output_frames(self) -> int:
@@ -102,6 +104,11 @@ class BlockResult:
                     arrays["dimensions"] = self.dimensions.astype(np.float32)
                 if self.steps is not None:
                     arrays["steps"] = self.steps.astype(np.int64)
+                if self.reports is not None:
+                    from latcpb.pipeline.relax_stage import dump_reports
+                    arrays["reports"] = dump_reports(self.reports)
+                if self.topology_pdb is not None:
+                    arrays["topology_pdb"] = np.array(self.topology_pdb)
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
         except BaseException:
@@ -111,8 +118,12 @@ class BlockResult:
 
     @classmethod
     def load(cls, path: str) -> "BlockResult":
+        from latcpb.pipeline.relax_stage import load_reports
+
         with np.load(path) as data:
             return cls(index=int(data["index"]), frames=data["frames"], times=data["times"],
                        dimensions=data["dimensions"] if "dimensions" in data.files else None,
                        positions=data["positions"], samples=int(data["samples"]),
-                       steps=data["steps"] if "steps" in data.files else None, dt=float(data["dt"]))
+                       steps=data["steps"] if "steps" in data.files else None, dt=float(data["dt"]),
+                       reports=load_reports(data["reports"]) if "reports" in data.files else None,
+                       topology_pdb=str(data["topology_pdb"]) if "topology_pdb" in data.files else None)

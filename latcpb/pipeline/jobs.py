@@ -101,3 +101,42 @@ def run_jobs(jobs, engine: BlockEngine, fail_fast=False, report: Callable[[RunRe
     if failed:
         raise failed[0].error
     return results
+
+
+def run_cli(cg_inputs, *, topology=None, output=None, output_dir=None, manifest=None, workers=None,
+            scheduler=None, fail_fast=False, quiet=False, echo: Callable[[str], None] = print,
+            note: Callable[[str], None] | None = None, relax: dict | None = None, report=None,
+            **options) -> list[RunResult]:
+    """What ``latcpb-backmap`` does with its inputs: check every output path first, then backmap the inputs on
+    one engine, printing one line per output written and one error line per failed input (several inputs).
+
+    options: ``backmap_file``'s (select, start, stop, step, seed, block_frames, resume, work_dir, keep_work)
+    and ``Backmapper``'s. Raises ``LatcpbInputError`` when an input failed (after the others ran).
+    """
+    from latcpb.io.trajectory_writer import check_output_path, topology_path_for
+
+    jobs = make_jobs(cg_inputs, topology, output, output_dir, manifest)
+    for _, _, out in jobs:
+        check_output_path(out)
+        if topology_path_for(out):
+            check_output_path(topology_path_for(out))
+    if relax is not None:
+        from latcpb.pipeline.relax_stage import openmm_plugin
+        openmm_plugin()
+    if report is not None and len(jobs) > 1:
+        raise LatcpbInputError(f"--report {report}: with several inputs every output gets OUTPUT.relax.json")
+    several = len(jobs) > 1
+
+    def done(result: RunResult):
+        if result.error is not None:
+            if several:
+                err = result.error
+                text = str(err) if isinstance(err, LatcpbInputError) else f"{type(err).__name__}: {err}"
+                echo(f"latcpb-backmap: error: {text.strip().splitlines()[0] if text.strip() else type(err).__name__}")
+        elif not quiet:
+            extra = f" and {result.topology_output}" if result.topology_output else ""
+            echo(f"wrote {result.n_frames} frames of {result.n_atoms} atoms to {result.output}{extra}")
+
+    with make_engine(workers, scheduler) as engine:
+        return run_jobs(jobs, engine, fail_fast=fail_fast, report=done, progress=not quiet, note=note,
+                        relax=relax, report_path=report, **options)

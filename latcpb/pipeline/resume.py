@@ -98,6 +98,20 @@ class WorkFolder:
             os.replace(tmp, os.path.join(self.path, TOPOLOGY))
         result.save(self.block_path(result.index))
 
+    def save_text(self, name: str, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=self.path)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, os.path.join(self.path, name))
+
+    def load_text(self, name: str) -> str | None:
+        """A text file saved by ``save_text``, or None."""
+        path = os.path.join(self.path, name)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+
     def load_topology(self):
         """The ``ResidueTopology`` saved with the first block."""
         with open(os.path.join(self.path, TOPOLOGY), "rb") as fh:

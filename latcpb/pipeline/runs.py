@@ -59,11 +59,13 @@ def iter_block_results(engine: BlockEngine, spec: RunSpec, blocks, bar=None) -> 
         yield result
 
 
-def write_results(results: Iterable[BlockResult], output: str, topology=None) -> tuple[int, int, str | None]:
+def write_results(results: Iterable[BlockResult], output: str, topology=None, reports: list | None = None
+                  ) -> tuple[int, int, str | None]:
     """Write the blocks' frames (positions, time, MD step, box) to ``output`` atomically, with the all-atom
     topology beside a trajectory (``aa.xtc`` -> ``aa.pdb``); returns (frames written, atoms, topology path or None).
 
-    topology: the run's ``ResidueTopology`` (default: the first result's); every block must have the same.
+    topology: the run's ``ResidueTopology`` (default: the first result's); every block must have the same;
+    reports: a list that gets the blocks' relaxation reports (when they have some).
     """
     from latcpb.io.trajectory_writer import AtomicWriter, topology_path_for
     from latcpb.io.universe_builder import allatom_universe
@@ -75,10 +77,17 @@ def write_results(results: Iterable[BlockResult], output: str, topology=None) ->
         for result in results:
             if aa is None:
                 topology = topology if topology is not None else result.topology
-                aa = allatom_universe(topology, None)
+                aa = allatom_universe(topology, None) if result.topology_pdb is None else _pdb_universe(
+                    result.topology_pdb)
                 ts = aa.trajectory.ts
                 writer = AtomicWriter(output, len(aa.atoms))
-            _check_same_topology(topology, result)
+            if result.topology_pdb is None:
+                _check_same_topology(topology, result)
+            elif result.positions.shape[1] != len(aa.atoms):
+                raise LatcpbInputError(f"frames {int(result.frames[0])}-{int(result.frames[-1])}: relaxation"
+                                       " added other hydrogens than in the first frames")
+            if reports is not None and result.reports is not None:
+                reports.extend(result.reports)
             times, boxes, steps = result.output_times(), result.output_dimensions(), result.output_steps()
             for k, xyz in enumerate(result.positions):
                 ts.positions = xyz
@@ -105,6 +114,19 @@ def write_results(results: Iterable[BlockResult], output: str, topology=None) ->
     return n, len(aa.atoms), top_path
 
 
+def _pdb_universe(text: str):
+    """Universe of PDB text (the hydrogenated topology that relaxation returns)."""
+    import io
+    import warnings
+
+    import MDAnalysis as mda
+    from MDAnalysis.lib.util import NamedStream
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mda.Universe(NamedStream(io.StringIO(text), "topology.pdb"), format="PDB")
+
+
 def _check_same_topology(topology, result: BlockResult) -> None:
     """Raise when a block was planned with other chains or atoms than the run (the chain rule's bead-spacing test
     can split a chain in some frames only)."""
@@ -122,14 +144,17 @@ def _check_same_topology(topology, result: BlockResult) -> None:
 def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA", start=None, stop=None,
                  step=None, source=None, seed=None, block_frames=DEFAULT_BLOCK_FRAMES, resumable="auto",
                  resume=False, work_dir=None, keep_work=False, progress=False, inputs=None, postprocess=None,
-                 note=None, **backmapper_options) -> RunResult:
+                 note=None, relax: dict | None = None, report_path: str | None = None,
+                 **backmapper_options) -> RunResult:
     """Backmap a CG Universe to ``output``.
 
     resumable: keep complete blocks in the work folder (``OUTPUT.latcpb-work``, or inside ``work_dir``) while
     running, and assemble the output from them at the end ("auto": when the run has more than one block or a
     work-folder option is given; the folder is removed after success, and after a bad-input error); resume: continue a work folder made with the same
     parameters (refused otherwise); keep_work: leave the work folder after success; inputs: the input paths
-    recorded in the manifest (default: the Universe's files).
+    recorded in the manifest (default: the Universe's files); relax: ``relax_block`` options (forcefield,
+    solvent, platform, hydrogens ...) to minimise every frame with OpenMM on the workers, writing the reports to
+    ``report_path`` (default ``OUTPUT.relax.json``).
     """
     source = source or _describe(universe)
     spec, frames = make_spec(universe, select, start, stop, step, source, seed, postprocess, note,
@@ -137,36 +162,66 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     blocks = split_blocks(frames, block_frames)
     if resumable == "auto":
         resumable = resume or keep_work or work_dir is not None or len(blocks) > 1
-    if not resumable:
-        with _progress(len(frames), progress, source) as bar:
-            n, n_atoms, top_path = write_results(iter_block_results(engine, spec, blocks, bar), output)
-        return RunResult(source, output, top_path, n, n_atoms)
-    if inputs is None:
-        inputs = [getattr(universe.universe, "filename", None),
-                  getattr(universe.universe.trajectory, "filename", None)]
-    parameters = {"inputs": [input_identity(p) for p in inputs], "select": select,
-                  "frames": [frames.start, frames.stop, frames.step], "block_frames": block_frames,
-                  "seed": seed, "backmapper": spec.backmapper, "output": os.path.abspath(output),
-                  "postprocess": repr(postprocess) if postprocess is not None else None}
-    work = WorkFolder(work_folder_for(output, work_dir), parameters, resume=resume)
+    work = None
+    if resumable:
+        if inputs is None:
+            inputs = [getattr(universe.universe, "filename", None),
+                      getattr(universe.universe.trajectory, "filename", None)]
+        parameters = {"inputs": [input_identity(p) for p in inputs], "select": select,
+                      "frames": [frames.start, frames.stop, frames.step], "block_frames": block_frames,
+                      "seed": seed, "backmapper": spec.backmapper, "output": os.path.abspath(output),
+                      "postprocess": repr(postprocess) if postprocess is not None else None,
+                      "relax": relax}
+        work = WorkFolder(work_folder_for(output, work_dir), parameters, resume=resume)
+    reports = [] if relax is not None else None
     try:
-        todo = [b for b in blocks if not work.is_done(b)]
-        with _progress(len(frames), progress, source, initial=len(frames) - sum(map(len, todo))) as bar:
-            for result in iter_block_results(engine, spec, todo, bar):
-                work.save(result)  # every block complete on disk first; then the output in one go
-        n, n_atoms, top_path = write_results((work.load(b) for b in blocks), output, work.load_topology())
+        if relax is not None:
+            spec = _with_relaxation(engine, spec, blocks[0], relax, block_frames, work)
+        if work is None:
+            with _progress(len(frames), progress, source) as bar:
+                n, n_atoms, top_path = write_results(iter_block_results(engine, spec, blocks, bar), output,
+                                                     reports=reports)
+        else:
+            todo = [b for b in blocks if not work.is_done(b)]
+            with _progress(len(frames), progress, source, initial=len(frames) - sum(map(len, todo))) as bar:
+                for result in iter_block_results(engine, spec, todo, bar):
+                    work.save(result)  # every block complete on disk first; then the output in one go
+            n, n_atoms, top_path = write_results((work.load(b) for b in blocks), output, work.load_topology(),
+                                                 reports=reports)
+        if reports is not None:
+            from latcpb.pipeline.relax_stage import openmm_plugin
+            openmm_plugin().write_report(reports, report_path or output + ".relax.json")
     except LatcpbInputError:
-        if not keep_work:  # bad input: resuming cannot help
+        if work is not None and not keep_work:  # bad input: resuming cannot help
             work.remove()
         raise
     except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed otherwise: the complete blocks stay
-        if note is not None and os.path.isdir(work.path):
+        if work is not None and note is not None and os.path.isdir(work.path):
             note(f"{source}: {len(work.done_blocks())} complete blocks kept in {work.path}; rerun with --resume to"
                  " continue")
         raise
-    if not keep_work:
+    if work is not None and not keep_work:
         work.remove()
     return RunResult(source, output, top_path, n, n_atoms)
+
+
+def _with_relaxation(engine, spec, first_block, relax, block_frames, work):
+    """``spec`` with a ``RelaxStage``: its reference is the run's first backmapped frame (computed here, or the
+    one the work folder kept), the same for every block and worker."""
+    import dataclasses
+    import uuid
+
+    from latcpb.pipeline.relax_stage import RelaxStage, openmm_plugin, reference_pdb
+
+    openmm_plugin()  # a clear error before any work when OpenMM is missing
+    reference = work.load_text("reference.pdb") if work is not None else None
+    if reference is None:
+        reference = reference_pdb(next(engine.map(spec, [first_block])))
+        if work is not None:
+            work.save_text("reference.pdb", reference)
+    samples = spec.backmapper.get("samples", 1)
+    stage = RelaxStage(reference, block_frames * samples, **relax)
+    return dataclasses.replace(spec, postprocess=stage, key=uuid.uuid4().hex)
 
 
 def backmap_inputs(engine: BlockEngine, jobs, fail_fast=False, on_done: Callable | None = None,
