@@ -257,7 +257,8 @@ class Backmapper:
                 except (OSError, EOFError, ValueError, RuntimeError) as err:
                     raise LatcpbInputError(f"{source}: cannot read frame {frame} ({str(err).strip()})") from err
                 raw = beads.positions.copy()
-                box = ts.dimensions if has_box(ts.dimensions) else None
+                box = np.array(ts.dimensions, dtype=np.float32) if has_box(ts.dimensions) else None  # a copy:
+                # readers refill the timestep's arrays in place at the next frame
                 _check_coordinates(raw[None], source, [ts.frame])
                 whole = unwrapper.whole(raw, box)
                 _check_spacing(whole, plan, source, ts.frame)

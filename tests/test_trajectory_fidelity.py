@@ -222,3 +222,22 @@ def test_plan_reused_over_blocks(trp_box):
     # (other batch compositions: float rounding of batched ops may differ in the last bits)
     blocked, single = (np.concatenate([b.positions for b in x]) for x in (blocks, whole))
     assert np.abs(blocked - single).max() < 1e-3
+
+
+def test_box_changing_every_frame(tmp_path, trp_box):
+    """An NPT-like trajectory (the box grows by 0.5 Å a frame): each output frame has its own input frame's box."""
+    boxes = np.array([[60 + 0.5 * k, 61 + 0.25 * k, 62, 90, 90, 90] for k in range(12)], dtype=np.float32)
+    path = tmp_path / "npt.xtc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mda.Writer(str(path), n_atoms=len(trp_box.atoms)) as w:
+            for ts in trp_box.trajectory:
+                ts.dimensions = boxes[ts.frame]
+                w.write(trp_box.atoms)
+    out = tmp_path / "aa.xtc"
+    run_cli([path, "--top", CG / "trp_box.pdb", "-o", out, "--model", "geometric", "--batch-size", "5",
+             "--samples", "2"])
+    got = np.stack([ts.dimensions for ts in read_output(out).trajectory])
+    assert np.allclose(got, np.repeat(boxes, 2, axis=0), atol=1e-3)
+    aa = latcpb.backmap_universe(quiet_universe(CG / "trp_box.pdb", path), model="geometric", batch_size=5)
+    assert np.allclose(np.stack([ts.dimensions for ts in aa.trajectory]), boxes, atol=1e-3)
