@@ -138,3 +138,23 @@ def test_cli_relax_keeps_charmm_names_and_disulfide(tmp_path):
     sg = aa.select_atoms("name SG").positions
     assert np.linalg.norm(sg[0] - sg[1]) < 2.3
     assert aa.segments.n_segments == 2
+
+
+def test_other_protonation_names():
+    """ASH, GLH and HSP give the hydrogens they name (HD2, HE2, HD1 + HE2) and keep their names; a neutral LYN at a
+    chain end, which amber14 has no terminal template for, is refused naming it."""
+    u = universe(CHARMM)
+    inner = {"ASP": "ASH", "GLU": "GLH", "HSE": "HSP"}
+    u.residues.resnames = [inner.get(r.resname, r.resname) if r.resid >= 111 else r.resname for r in u.residues]
+    out, reports = relax_universe(u, hydrogens=True, progress=False, max_iterations=50)
+    assert reports[0].status == "ok", reports[0].reason
+    for name, expected in (("ASH", {"HD2"}), ("GLH", {"HE2"}), ("HSP", {"HD1", "HE2"})):
+        residues = out.select_atoms(f"resname {name}").residues
+        assert len(residues) > 0
+        for r in residues:
+            assert expected <= set(r.atoms.names), (name, r.resid)
+    glu = out.select_atoms("resname GLU and resid 47")
+    assert len(glu) > 0 and "HE2" not in glu.names  # chain B's GLU keeps its name and charge (pH 7)
+    u.residues[u.residues.resids == 42].resnames = "LYN"  # N-terminal residue of chain B
+    with pytest.raises(LatcpbInputError, match="LYN 42.*terminal template"):
+        relax_universe(u, progress=False, max_iterations=5)

@@ -94,4 +94,6 @@ def check_residues(top: app.Topology, labels, forcefield: app.ForceField):
     if unknown:
         raise LatcpbInputError(f"the force field has no template for residue(s) {text} (residue names: "
                                f"{', '.join(names)}); remove them or choose another force field")
-    raise LatcpbInputError(f"no force-field template matches residue(s) {text}: atoms missing or misnamed")
+    raise LatcpbInputError(f"no force-field template matches residue(s) {text}: atoms missing or misnamed, or a "
+                           "protonation variant the input names (e.g. LYN, GLH, ASH at a chain end) that has no "
+                           "terminal template in this force field")
