@@ -124,6 +124,9 @@ def test_backmap_universe_times_dt_dimensions(trp_box):
     copy = aa.copy()
     copy.trajectory[7]
     assert copy.trajectory.time == pytest.approx(1070.0)
+    import pickle  # worker processes get them through pickle
+    again = pickle.loads(pickle.dumps(aa))
+    assert [ts.time for ts in again.trajectory] == [ts.time for ts in aa.trajectory]
 
 
 def test_iter_backmap_frame_batches(trp_box):
@@ -243,3 +246,14 @@ def test_box_changing_every_frame(tmp_path, trp_box):
     assert np.allclose(got, np.repeat(boxes, 2, axis=0), atol=1e-3)
     aa = latcpb.backmap_universe(quiet_universe(CG / "trp_box.pdb", path), model="geometric", batch_size=5)
     assert np.allclose(np.stack([ts.dimensions.copy() for ts in aa.trajectory]), boxes, atol=1e-3)
+
+
+def test_dcd_with_samples_notes_its_uniform_times(tmp_path):
+    """DCD stores start + k * dt only: with --samples 2 the CLI says so in one note (other formats need none)."""
+    result = run_cli([CG / "trp_box.xtc", "--top", CG / "trp_box.pdb", "-o", tmp_path / "aa.dcd", "--model",
+                      "geometric", "--samples", "2", "--stop", "3"])
+    notes = [line for line in result.stderr.splitlines() if "note:" in line]
+    assert len(notes) == 1 and "DCD" in notes[0] and "--samples" in notes[0]
+    result = run_cli([CG / "trp_box.xtc", "--top", CG / "trp_box.pdb", "-o", tmp_path / "aa.xtc", "--model",
+                      "geometric", "--samples", "2", "--stop", "3"])
+    assert "note:" not in result.stderr
