@@ -221,3 +221,30 @@ def test_spacing_break_in_every_frame_splits_the_chain():
     assert [c[2] for c in chains(aa)] == [10, 10]
     with pytest.raises(LatcpbInputError, match=r"frame 1: beads GLY 10 \(chain A\) and GLY 11"):
         latcpb.backmap_universe(_cg_universe(np.stack([xyz, far, xyz])), model="geometric")
+
+
+def _beads(n_chains, length=3, chain_ids=None, segids=None):
+    """A CA-only Universe of n_chains straight-ish chains, numbered 1..length each."""
+    n = n_chains * length
+    u = mda.Universe.empty(n, n_residues=n, n_segments=n_chains, atom_resindex=np.arange(n),
+                           residue_segindex=np.repeat(np.arange(n_chains), length), trajectory=True)
+    u.add_TopologyAttr("names", ["CA"] * n)
+    u.add_TopologyAttr("resnames", ["ALA"] * n)
+    u.add_TopologyAttr("resids", np.tile(np.arange(1, length + 1), n_chains))
+    u.add_TopologyAttr("segids", segids if segids is not None else [""] * n_chains)
+    u.add_TopologyAttr("chainIDs", chain_ids if chain_ids is not None else [""] * n)
+    u.atoms.positions = np.concatenate([_trace(length) + [0, 0, 20.0 * c] for c in range(n_chains)])
+    return u
+
+
+@pytest.mark.parametrize("n_chains,segids", [(3, ["PROA", "PROB", "PROC"]), (70, None)])
+def test_every_output_chain_has_its_own_chain_id_and_segment(n_chains, segids):
+    """Inputs without chain IDs (PSF segments; or 70 chains told apart by numbering only): every chain gets a chain
+    ID of its own (A, B, ... and again after 62) and consecutive chains always differ in (segid, chainID)."""
+    aa = latcpb.backmap_universe(_beads(n_chains, segids=segids), model="geometric")
+    found = chains(aa)
+    assert [c[2] for c in found] == [3] * n_chains
+    assert all(a[:2] != b[:2] for a, b in zip(found[:-1], found[1:]))
+    assert [c[1] for c in found[:3]] == ["A", "B", "C"]
+    if segids:
+        assert [c[0] for c in found] == segids

@@ -51,35 +51,43 @@ def slot_atom_index(atom_mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(atom_mask.reshape(-1))
 
 
-def output_chain_labels(topology: ResidueTopology) -> tuple[np.ndarray, np.ndarray]:
-    """(chainID [N], segid [N]) per residue: every chain of the layout gets its own pair.
+CHAIN_LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)] \
+    + [str(d) for d in range(10)]
 
-    The first piece of an input chain keeps its chain ID and segment; a piece after a break inside it gets the next
-    chain ID letter unused by the input's chain IDs and segments (A-Z, a-z, 0-9, then reused) as chain ID and segment.
+
+def output_chain_labels(topology: ResidueTopology) -> tuple[np.ndarray, np.ndarray]:
+    """(chainID [N], segid [N]) per residue: every chain of the layout gets its own pair, and consecutive chains
+    always differ in it.
+
+    Input without chain IDs: the chains get A, B, C ... (62 letters, then again). Otherwise the first piece of an
+    input chain keeps its chain ID and segment, and a piece after a break inside it gets a letter unused by the input's
+    chain IDs and segments as chain ID and segment. A blank segment takes the chain ID.
     """
     chain_index = topology.layout.chain_index
-    chain_ids = np.array([c.strip() for c in topology.chain_ids], dtype=object)
-    if not any(chain_ids):
-        chain_ids[:] = "A"
-    segids = np.array([s.strip() or c for s, c in zip(topology.segids, chain_ids)], dtype=object)
-    alphabet = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)] \
-        + [str(d) for d in range(10)]
-    used = set(chain_ids) | set(segids)
-    spare = iter([c for c in alphabet if c not in used] or alphabet)
-    out_chain, out_seg = chain_ids.copy(), segids.copy()
+    raw_chain = np.array([c.strip() for c in topology.chain_ids], dtype=object)
+    raw_seg = np.array([s.strip() for s in topology.segids], dtype=object)
+    blank = not any(raw_chain)
+    spare = [c for c in CHAIN_LETTERS if c not in set(raw_chain) | set(raw_seg)] or CHAIN_LETTERS
+    out_chain = np.empty(len(chain_index), dtype=object)
+    out_seg = np.empty(len(chain_index), dtype=object)
     starts = np.flatnonzero(np.r_[True, chain_index[1:] != chain_index[:-1]])
-    seen = set()
-    for k, s in enumerate(starts):
+    seen, previous, n_new = set(), None, 0
+    for k, first in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(chain_index)
-        key = (segids[s], chain_ids[s])
-        if key in seen:  # a later piece of an input chain split at a break
-            label = next(spare, None)
-            if label is None:
-                spare = iter(alphabet)
-                label = next(spare)
-            out_chain[s:end] = label
-            out_seg[s:end] = label
+        key = (raw_seg[first], raw_chain[first])
+        if blank:
+            chain = CHAIN_LETTERS[k % len(CHAIN_LETTERS)]
+            seg = raw_seg[first] if raw_seg[first] and key not in seen else chain
+        elif key in seen:  # a later piece of an input chain split at a break
+            chain = seg = spare[n_new % len(spare)]
+            n_new += 1
+        else:
+            chain, seg = raw_chain[first], raw_seg[first] or raw_chain[first]
+        if (seg, chain) == previous:  # never the same pair twice in a row
+            chain = next(c for c in CHAIN_LETTERS if c != previous[1])
+        out_chain[first:end], out_seg[first:end] = chain, seg
         seen.add(key)
+        previous = (seg, chain)
     return out_chain, out_seg
 
 
