@@ -78,3 +78,32 @@ def test_fail_fast_stops_at_the_bad_input(tmp_path, inputs):
     with make_engine(workers=1) as engine, pytest.raises(LatcpbInputError, match="bad.xtc"):
         run_jobs(jobs, engine, fail_fast=True, **OPTIONS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdb", "a.xtc"]
+
+
+def test_cli_many_inputs_with_workers(tmp_path, inputs):
+    """latcpb-backmap a.xtc bad.xtc b.xtc --top cg.pdb -O OUTDIR --workers 2: the bad input's error line, the
+    others written, exit code 2; the outputs equal those of one process."""
+    import subprocess
+
+    from conftest import backmap_command
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    base = [*backmap_command(), inputs["a"], inputs["bad"], inputs["b"], "--top", inputs["top"], "--model",
+            "geometric", "--block-frames", "4", "--quiet"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    proc = subprocess.run([*base, "-O", str(two), "--workers", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert any(line.startswith("latcpb-backmap: error:") and "bad.xtc" in line and "atom count" in line
+               for line in lines), lines
+    assert lines[-1] == ("latcpb-backmap: error: 1 of 3 inputs failed (" + inputs["bad"] + "); the others were"
+                         " written")
+    assert sorted(p.name for p in two.iterdir()) == ["a.pdb", "a.xtc", "b.pdb", "b.xtc"]
+    proc = subprocess.run([*base[:2], *base[3:], "-O", str(one)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("a.xtc", "b.xtc"):
+        assert (one / name).read_bytes() == (two / name).read_bytes()

@@ -90,3 +90,51 @@ def test_bad_frame_leaves_no_output_and_no_work_folder(tmp_path, cg_files, engin
     with pytest.raises(LatcpbInputError, match="frame 11"):
         backmap_file(engine, u, str(tmp_path / "aa.xtc"), model="geometric", block_frames=5, inputs=list(cg_files))
     assert list(tmp_path.iterdir()) == []
+
+
+def _block_files(work):
+    return [n for n in os.listdir(work) if n.startswith("block-")] if os.path.isdir(work) else []
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, val_dir):
+    """latcpb-backmap --workers 2 killed with SIGKILL after some blocks, then --resume (in one process): the same
+    file, times and boxes as an uninterrupted run; no partial output left, the work folder gone. (That the seed
+    matters, so that equality is not trivial, is shown in test_parallel.)"""
+    top, traj = write_cg_trajectory(val_dir, tmp_path, n_frames=160, name="long")
+    model = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    args = [*backmap_command(), str(traj), "--top", str(top), "--model", model, "--samples", "2", "--seed", "5",
+            "--block-frames", "10", "--batch-size", "5", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    killed.mkdir()
+    reference.mkdir()
+    out = killed / "aa.xtc"
+    work = work_folder_for(str(out))
+    proc = subprocess.Popen([*args, "-o", str(out), "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline and len(_block_files(work)) < 2:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done = len(_block_files(work))
+    assert 2 <= done < 16, done
+    assert not out.exists() and os.path.basename(work) in os.listdir(killed)  # (and the writer's temporary files)
+
+    resumed = subprocess.run([*args, "-o", str(out), "--resume"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    full = subprocess.run([*args, "-o", str(reference / "aa.xtc"), "--workers", "1"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    assert sorted(p.name for p in killed.iterdir()) == ["aa.pdb", "aa.xtc"]  # work folder, stale partials removed
+    a = trajectory_arrays(quiet_universe(killed / "aa.pdb", out))
+    b = trajectory_arrays(quiet_universe(reference / "aa.pdb", reference / "aa.xtc"))
+    assert a[0].shape[0] == 320 and np.array_equal(a[0], b[0])
+    assert np.array_equal(a[1], np.repeat(input_times(160), 2)) and np.array_equal(a[1], b[1])
+    assert np.array_equal(a[2], b[2]) and np.allclose(a[2], np.repeat(input_boxes(160), 2, axis=0), atol=1e-3)
+    assert out.read_bytes() == (reference / "aa.xtc").read_bytes()

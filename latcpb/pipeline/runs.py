@@ -149,8 +149,8 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     """Backmap a CG Universe to ``output``.
 
     resumable: keep complete blocks in the work folder (``OUTPUT.latcpb-work``, or inside ``work_dir``) while
-    running, and assemble the output from them at the end ("auto": when the run has more than one block or a
-    work-folder option is given; the folder is removed after success, and after a bad-input error); resume: continue a work folder made with the same
+    the output is written ("auto": when the run has more than one block or a work-folder option is given; the
+    folder is removed after success and after a bad-input error, kept when interrupted); resume: continue a work folder made with the same
     parameters (refused otherwise); keep_work: leave the work folder after success; inputs: the input paths
     recorded in the manifest (default: the Universe's files); relax: ``relax_block`` options (forcefield,
     solvent, platform, hydrogens ...) to minimise every frame with OpenMM on the workers, writing the reports to
@@ -177,16 +177,24 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     try:
         if relax is not None:
             spec = _with_relaxation(engine, spec, blocks[0], relax, block_frames, work)
-        if work is None:
-            with _progress(len(frames), progress, source) as bar:
-                n, n_atoms, top_path = write_results(iter_block_results(engine, spec, blocks, bar), output,
-                                                     reports=reports)
-        else:
-            todo = [b for b in blocks if not work.is_done(b)]
-            with _progress(len(frames), progress, source, initial=len(frames) - sum(map(len, todo))) as bar:
-                for result in iter_block_results(engine, spec, todo, bar):
-                    work.save(result)  # every block complete on disk first; then the output in one go
-            n, n_atoms, top_path = write_results((work.load(b) for b in blocks), output, work.load_topology(),
+        done = set() if work is None else {b.index for b in blocks if work.is_done(b)}
+        if resume:
+            _remove_stale_partials(output)
+        with _progress(len(frames), progress, source,
+                       initial=sum(len(b) for b in blocks if b.index in done)) as bar:
+            todo = iter_block_results(engine, spec, [b for b in blocks if b.index not in done], bar)
+
+            def in_order():  # blocks from disk where done, else computed (and saved), streamed to the writer
+                for block in blocks:
+                    if block.index in done:
+                        yield work.load(block)
+                    else:
+                        result = next(todo)
+                        if work is not None:
+                            work.save(result)
+                        yield result
+
+            n, n_atoms, top_path = write_results(in_order(), output, work.load_topology() if done else None,
                                                  reports=reports)
         if reports is not None:
             from latcpb.pipeline.relax_stage import openmm_plugin
@@ -203,6 +211,18 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     if work is not None and not keep_work:
         work.remove()
     return RunResult(source, output, top_path, n, n_atoms)
+
+
+def _remove_stale_partials(output: str) -> None:
+    """Remove the temporary files that a killed run of the same output left (``AtomicWriter``'s names)."""
+    import glob
+
+    from latcpb.io.trajectory_writer import topology_path_for
+
+    for path in filter(None, (output, topology_path_for(output))):
+        directory, name = os.path.split(os.path.abspath(path))
+        for stale in glob.glob(os.path.join(directory, glob.escape(f".{name}.") + "*.partial*")):
+            os.unlink(stale)
 
 
 def _with_relaxation(engine, spec, first_block, relax, block_frames, work):
