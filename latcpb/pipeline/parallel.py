@@ -32,14 +32,16 @@ class RunSpec:
     """Everything a worker needs for the blocks of one input (picklable).
 
     universe: the CG MDAnalysis Universe or AtomGroup (pickled as MDAnalysis does: file-based readers reopen
-    their files, so cluster workers need the same paths); step: the run's frame stride (blocks are runs of
-    consecutive selected frames); backmapper: ``Backmapper`` keyword arguments except ``seed`` and ``note``;
+    their files, so cluster workers need the same paths); start, stop, step: the run's frame selection (blocks
+    are runs of consecutive selected frames; the chains are planned on the whole selection); backmapper: ``Backmapper`` keyword arguments except ``seed`` and ``note``;
     postprocess: optional picklable ``f(plan, result) -> result`` run on the worker (e.g. relaxation).
     """
 
     universe: object
     select: str
     source: str
+    start: int | None
+    stop: int | None
     step: int | None
     seed: int | None
     backmapper: dict
@@ -47,7 +49,7 @@ class RunSpec:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-# Worker-process state: the last Backmapper (by options). Filled on first use only.
+# Worker-process state: the last Backmapper (by options) and the last run's plan (by key). Filled on first use.
 _WORKER_STATE: dict = {}
 
 
@@ -68,12 +70,27 @@ def worker_backmapper(options: dict, state: dict | None = None):
     return cached[1]
 
 
+def run_plan(spec: RunSpec, state: dict | None = None):
+    """(universe, plan) of the run, made once per process: the run's ``BackmapPlan`` (``plan_trajectory`` of the
+    whole selection, so every block on any worker has the same chains and atoms) and the Universe its beads
+    belong to (a pool worker unpickles a new copy of ``spec`` with every block; the first one is kept)."""
+    state = _WORKER_STATE if state is None else state
+    backmapper = worker_backmapper(spec.backmapper, state)
+    cached = state.get("run")
+    if cached is None or cached[0] != spec.key:
+        plan = backmapper.plan_trajectory(spec.universe, spec.select, spec.start, spec.stop, spec.step, spec.source)
+        cached = (spec.key, spec.universe, plan)
+        state["run"] = cached
+    return cached[1], cached[2]
+
+
 def compute_block(spec: RunSpec, block: Block, state: dict | None = None) -> BlockResult:
     """Backmap the block's frames (``Backmapper.iter_backmap`` over them) with the block's own random stream."""
     backmapper = worker_backmapper(spec.backmapper, state)
+    universe, plan = run_plan(spec, state)
     backmapper.seed = block_seed(spec.seed, block.first_frame)  # iter_backmap restarts the stream from it
-    batches = list(backmapper.iter_backmap(spec.universe, spec.select, start=block.first_frame,
-                                           stop=block.frames[-1] + 1, step=spec.step, source=spec.source))
+    batches = list(backmapper.iter_backmap(universe, start=block.first_frame, stop=block.frames[-1] + 1,
+                                           step=spec.step, source=spec.source, plan=plan))
     frames = np.concatenate([b.frames for b in batches]).astype(np.int64)
     if tuple(int(f) for f in frames) != tuple(block.frames):
         raise LatcpbInputError(f"{spec.source}: frames {block.first_frame}-{block.frames[-1]}: read"

@@ -46,8 +46,8 @@ def make_spec(universe, select="name CA", start=None, stop=None, step=None, sour
     options = {k: v for k, v in backmapper_options.items() if v is not None}
     select_beads(universe, select, source, skip_unknown=options.get("skip_unknown", False),
                  beads_as_ca=options.get("beads_as_ca", False), note=note)
-    spec = RunSpec(universe=universe, select=select, source=source, step=step, seed=seed, backmapper=options,
-                   postprocess=postprocess)
+    spec = RunSpec(universe=universe, select=select, source=source, start=frames.start, stop=frames.stop,
+                   step=frames.step, seed=seed, backmapper=options, postprocess=postprocess)
     return spec, frames
 
 
@@ -128,8 +128,7 @@ def _pdb_universe(text: str):
 
 
 def _check_same_topology(topology, result: BlockResult) -> None:
-    """Raise when a block was planned with other chains or atoms than the run (the chain rule's bead-spacing test
-    can split a chain in some frames only)."""
+    """Raise when a block does not have the run's chains and atoms (e.g. a work folder's blocks mixed up)."""
     other = result.topology
     n_atoms = int(topology.layout.atom_mask.sum())
     same = result.positions.shape[1] == n_atoms and (other is None or (
@@ -137,8 +136,7 @@ def _check_same_topology(topology, result: BlockResult) -> None:
         and np.array_equal(other.layout.chain_index, topology.layout.chain_index)))
     if not same:
         raise LatcpbInputError(f"frames {int(result.frames[0])}-{int(result.frames[-1])}: the chains or atoms differ"
-                               " from those of the first frames (a chain broken by bead spacing in some frames"
-                               " only?); backmap these frames separately")
+                               " from those of the first frames")
 
 
 def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA", start=None, stop=None,
