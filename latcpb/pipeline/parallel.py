@@ -33,7 +33,8 @@ class RunSpec:
 
     universe: the CG MDAnalysis Universe or AtomGroup (pickled as MDAnalysis does: file-based readers reopen
     their files, so cluster workers need the same paths); start, stop, step: the run's frame selection (blocks
-    are runs of consecutive selected frames; the chains are planned on the whole selection); backmapper: ``Backmapper`` keyword arguments except ``seed`` and ``note``;
+    are runs of consecutive selected frames; the chains are planned on the whole selection); backmapper:
+    ``Backmapper`` keyword arguments except ``seed`` and ``note``;
     postprocess: optional picklable ``f(plan, result) -> result`` run on the worker (e.g. relaxation).
     """
 
