@@ -150,9 +150,9 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     the output is written ("auto": when the run has more than one block or a work-folder option is given; the
     folder is removed after success and after a bad-input error, kept when interrupted); resume: continue a
     work folder made with the same parameters (refused otherwise); keep_work: leave the work folder after
-    success; inputs: the input paths recorded in the manifest (default: the Universe's files); relax: ``relax_block`` options (forcefield,
-    solvent, platform, hydrogens ...) to minimise every frame with OpenMM on the workers, writing the reports to
-    ``report_path`` (default ``OUTPUT.relax.json``).
+    success; inputs: the input paths recorded in the manifest (default: the Universe's files); relax:
+    ``relax_block`` options (forcefield, solvent, platform, hydrogens ...) to minimise every frame with OpenMM on
+    the workers, writing the reports to ``report_path`` (default ``OUTPUT.relax.json``).
     """
     source = source or _describe(universe)
     spec, frames = make_spec(universe, select, start, stop, step, source, seed, postprocess, note,
