@@ -15,9 +15,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("cg_input", metavar="CG_TRAJ_OR_STRUCTURE")
+@click.argument("cg_inputs", nargs=-1, metavar="CG_TRAJ_OR_STRUCTURE...")
 @click.option("--top", "topology", help="CG topology (PDB, GRO, PSF, TPR ...) when CG_TRAJ is a trajectory.")
-@click.option("-o", "--output", required=True, help="Output file; its extension picks the format "
+@click.option("-o", "--output", default=None, help="Output file (one input); its extension picks the format "
               "(xtc, dcd, trr, pdb, nc, xyz, gro). Trajectories get the topology beside them (aa.xtc -> aa.pdb).")
 @click.option("--select", default=DEFAULT_SELECT, show_default=True,
               help="MDAnalysis selection of the CG beads, one per residue. Only amino-acid residues are taken "
@@ -52,11 +52,27 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--solvent", default="vacuum", show_default=True, help="With --relax: vacuum, obc or gbn2.")
 @click.option("--platform", default=None, help="With --relax: OpenMM platform (CPU, CUDA, OpenCL).")
 @click.option("--report", default=None, help="With --relax: report path (.json or .csv; default OUTPUT.relax.json).")
+@click.option("-O", "--output-dir", default=None, help="Folder for one output per input, named after it (a.xtc ->"
+              " OUTDIR/a.xtc and OUTDIR/a.pdb); several inputs need it.")
+@click.option("--manifest", default=None, help="File of inputs, one 'INPUT [TOPOLOGY]' per line (paths relative to"
+              " the file; without TOPOLOGY: --top), written to -O OUTDIR.")
+@click.option("--workers", default=None, type=int, help="Local worker processes (one thread each) sharing the frame"
+              " blocks; the same seed gives the same output for any number.")
+@click.option("--scheduler", default=None, help="Address of a running dask.distributed scheduler (tcp://host:8786);"
+              " its workers share the frame blocks (inputs, outputs and model must be at the same paths there).")
+@click.option("--block-frames", default=128, show_default=True, type=int, help="Frames per block: the unit of work"
+              " of a worker, of --resume and of the random stream.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from the complete blocks in its work folder"
+              " (OUTPUT.latcpb-work); refused when the folder was made with other options.")
+@click.option("--work-dir", default=None, help="Folder that holds the work folders (default: beside each output).")
+@click.option("--keep-work", is_flag=True, help="Keep the work folder (complete blocks) after success.")
+@click.option("--fail-fast", is_flag=True, help="Several inputs: stop at the first that fails (default: report it and"
+              " go on; the exit code is 2 when any failed).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_input, topology, output, select, skip_unknown, beads_as_ca, wrap, model, samples, steps, temperature, seed,
+def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, model, samples, steps, temperature, seed,
          idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent, platform, report,
-         quiet, debug):
+         output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work, fail_fast, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT.
 
     Every output frame keeps the time, step and box of its input frame (XTC, TRR, NC, DCD hold times; PDB, GRO
@@ -67,6 +83,12 @@ def main(cg_input, topology, output, select, skip_unknown, beads_as_ca, wrap, mo
     def body():
         if hydrogens and not relax:
             raise LatcpbInputError("--hydrogens needs --relax (hydrogens are added by OpenMM)")
+        if not relax or len(cg_inputs) != 1 or any((output_dir, manifest, workers, scheduler, resume, work_dir,
+                                                    keep_work)):
+            return run_pipeline()  # frame blocks (latcpb.pipeline); --relax alone below, frame by frame in here
+        if output is None:
+            raise LatcpbInputError("no output: give -o OUTPUT")
+        cg_input = cg_inputs[0]
         check_output_path(output)
         top_path = topology_path_for(output)
         if top_path:
@@ -117,6 +139,19 @@ def main(cg_input, topology, output, select, skip_unknown, beads_as_ca, wrap, mo
             extra = f" and {top_path}" if top_path else ""
             click.echo(f"wrote {writer.n_frames} frames of {len(batch.atoms)} atoms to {output}{extra}"
                        f" (model: {backmapper.model_name})", err=True)
+
+    def run_pipeline():
+        from latcpb.pipeline.jobs import run_cli
+
+        relax_options = dict(forcefield=forcefield, solvent=solvent, platform=platform,
+                             hydrogens=hydrogens) if relax else None
+        run_cli(cg_inputs, topology=topology, output=output, output_dir=output_dir, manifest=manifest,
+                workers=workers, scheduler=scheduler, fail_fast=fail_fast, quiet=quiet,
+                echo=lambda text: click.echo(text, err=True), note=_note, relax=relax_options, report=report,
+                select=select, start=start, stop=stop, step=step, seed=seed, block_frames=block_frames,
+                resume=resume, work_dir=work_dir, keep_work=keep_work, model=model, samples=samples,
+                device=device, batch_size=batch_size, idealize=idealize, skip_unknown=skip_unknown,
+                beads_as_ca=beads_as_ca, wrap=wrap, steps=steps, temperature=temperature)
 
     run_reporting_errors("latcpb-backmap", debug, body)
 

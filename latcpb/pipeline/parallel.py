@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from latcpb.errors import LatcpbInputError
-from latcpb.pipeline.blocks import Block, BlockResult, block_seed
+from latcpb.pipeline.blocks import DEFAULT_BLOCK_FRAMES, Block, BlockResult
 
 BACKENDS = ("serial", "multiprocessing", "dask")
 
@@ -34,7 +34,8 @@ class RunSpec:
     universe: the CG MDAnalysis Universe or AtomGroup (pickled as MDAnalysis does: file-based readers reopen
     their files, so cluster workers need the same paths); start, stop, step: the run's frame selection (blocks
     are runs of consecutive selected frames; the chains are planned on the whole selection); backmapper:
-    ``Backmapper`` keyword arguments except ``seed`` and ``note``;
+    ``Backmapper`` keyword arguments except ``seed`` and ``note``; block_frames: frames per block (with a seed,
+    ``Backmapper.iter_backmap`` restarts its random stream at every block, ``block_seed(seed, first frame)``);
     postprocess: optional picklable ``f(plan, result) -> result`` run on the worker (e.g. relaxation).
     """
 
@@ -46,6 +47,7 @@ class RunSpec:
     step: int | None
     seed: int | None
     backmapper: dict
+    block_frames: int = DEFAULT_BLOCK_FRAMES
     postprocess: Callable | None = None
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -86,10 +88,11 @@ def run_plan(spec: RunSpec, state: dict | None = None):
 
 
 def compute_block(spec: RunSpec, block: Block, state: dict | None = None) -> BlockResult:
-    """Backmap the block's frames (``Backmapper.iter_backmap`` over them) with the block's own random stream."""
+    """Backmap the block's frames (``Backmapper.iter_backmap`` over them, which seeds the block's own random
+    stream from ``block_seed(seed, first frame)``)."""
     backmapper = worker_backmapper(spec.backmapper, state)
     universe, plan = run_plan(spec, state)
-    backmapper.seed = block_seed(spec.seed, block.first_frame)  # iter_backmap restarts the stream from it
+    backmapper.seed, backmapper.block_frames = spec.seed, spec.block_frames  # the block's own random stream
     batches = list(backmapper.iter_backmap(universe, start=block.first_frame, stop=block.frames[-1] + 1,
                                            step=spec.step, source=spec.source, plan=plan))
     frames = np.concatenate([b.frames for b in batches]).astype(np.int64)

@@ -32,7 +32,8 @@ class RunResult:
 
 
 def make_spec(universe, select="name CA", start=None, stop=None, step=None, source="input", seed=None,
-              postprocess: Callable | None = None, note: Callable | None = None, **backmapper_options):
+              postprocess: Callable | None = None, note: Callable | None = None,
+              block_frames: int = DEFAULT_BLOCK_FRAMES, **backmapper_options):
     """(RunSpec, selected input frame indices) for one CG Universe.
 
     Checks the selection here, once (``note(text)`` gets its notes, e.g. left-out non-protein beads); raises
@@ -47,7 +48,8 @@ def make_spec(universe, select="name CA", start=None, stop=None, step=None, sour
     select_beads(universe, select, source, skip_unknown=options.get("skip_unknown", False),
                  beads_as_ca=options.get("beads_as_ca", False), note=note)
     spec = RunSpec(universe=universe, select=select, source=source, start=frames.start, stop=frames.stop,
-                   step=frames.step, seed=seed, backmapper=options, postprocess=postprocess)
+                   step=frames.step, seed=seed, backmapper=options, block_frames=block_frames,
+                   postprocess=postprocess)
     return spec, frames
 
 
@@ -59,14 +61,16 @@ def iter_block_results(engine: BlockEngine, spec: RunSpec, blocks, bar=None) -> 
         yield result
 
 
-def write_results(results: Iterable[BlockResult], output: str, topology=None, reports: list | None = None
-                  ) -> tuple[int, int, str | None]:
+def write_results(results: Iterable[BlockResult], output: str, topology=None, reports: list | None = None,
+                  uneven_times: list | None = None) -> tuple[int, int, str | None]:
     """Write the blocks' frames (positions, time, MD step, box) to ``output`` atomically, with the all-atom
     topology beside a trajectory (``aa.xtc`` -> ``aa.pdb``); returns (frames written, atoms, topology path or None).
 
     topology: the run's ``ResidueTopology`` (default: the first result's); every block must have the same;
-    reports: a list that gets the blocks' relaxation reports (when they have some).
+    reports: a list that gets the blocks' relaxation reports (when they have some); uneven_times: a list that
+    gets ``output`` when its format could not keep the frame times (DCD holds start + k * dt only).
     """
+    uneven_times = [] if uneven_times is None else uneven_times
     from latcpb.io.trajectory_writer import AtomicWriter, topology_path_for
     from latcpb.io.universe_builder import allatom_universe
 
@@ -77,8 +81,8 @@ def write_results(results: Iterable[BlockResult], output: str, topology=None, re
         for result in results:
             if aa is None:
                 topology = topology if topology is not None else result.topology
-                aa = allatom_universe(topology, None) if result.topology_pdb is None else _pdb_universe(
-                    result.topology_pdb)
+                aa = allatom_universe(topology, None, dt=result.dt) if result.topology_pdb is None else \
+                    _pdb_universe(result.topology_pdb, result.dt)
                 ts = aa.trajectory.ts
                 writer = AtomicWriter(output, len(aa.atoms))
             if result.topology_pdb is None:
@@ -111,10 +115,12 @@ def write_results(results: Iterable[BlockResult], output: str, topology=None, re
         if writer is not None and writer.closed and os.path.exists(output):
             os.unlink(output)  # the trajectory was complete but its topology failed
         raise
+    if not getattr(writer, "uniform_times", True):
+        uneven_times.append(output)
     return n, len(aa.atoms), top_path
 
 
-def _pdb_universe(text: str):
+def _pdb_universe(text: str, dt: float):
     """Universe of PDB text (the hydrogenated topology that relaxation returns)."""
     import io
     import warnings
@@ -124,7 +130,9 @@ def _pdb_universe(text: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return mda.Universe(NamedStream(io.StringIO(text), "topology.pdb"), format="PDB")
+        u = mda.Universe(NamedStream(io.StringIO(text), "topology.pdb"), format="PDB")
+    u.trajectory.ts.dt = dt  # the DCD header's dt
+    return u
 
 
 def _check_same_topology(topology, result: BlockResult) -> None:
@@ -155,7 +163,7 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
     the workers, writing the reports to ``report_path`` (default ``OUTPUT.relax.json``).
     """
     source = source or _describe(universe)
-    spec, frames = make_spec(universe, select, start, stop, step, source, seed, postprocess, note,
+    spec, frames = make_spec(universe, select, start, stop, step, source, seed, postprocess, note, block_frames,
                              **backmapper_options)
     blocks = split_blocks(frames, block_frames)
     if resumable == "auto":
@@ -192,8 +200,12 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
                             work.save(result)
                         yield result
 
+            uneven = []
             n, n_atoms, top_path = write_results(in_order(), output, work.load_topology() if done else None,
-                                                 reports=reports)
+                                                 reports=reports, uneven_times=uneven)
+        if uneven and note is not None:
+            note(f"{output}: DCD stores times as start + k * dt only; read frame times from the input (or write"
+                 " xtc, trr or nc) where frames are not evenly spaced (--samples > 1)")
         if reports is not None:
             from latcpb.pipeline.relax_stage import openmm_plugin
             openmm_plugin().write_report(reports, report_path or output + ".relax.json")
@@ -284,7 +296,8 @@ def backmap_universe(universe, select="name CA", *, backend=None, n_workers=None
     from latcpb.io.universe_builder import allatom_universe
 
     source = _describe(universe)
-    spec, frames = make_spec(universe, select, start, stop, step, source, seed, **backmapper_options)
+    spec, frames = make_spec(universe, select, start, stop, step, source, seed, block_frames=block_frames,
+                             **backmapper_options)
     engine = backend if isinstance(backend, BlockEngine) else BlockEngine(backend, n_workers, client)
     with (contextlib.nullcontext() if engine is backend else engine), \
             _progress(len(frames), progress, source) as bar:
