@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["latcpb", "latcpb.*"]) + ["latcpb_openmm"],
     package_dir={"latcpb_openmm": "openmm_plugin/latcpb_openmm"},
-    package_data={"latcpb": ["geometry/data/*.json", "weights/*.pt", "weights/*.json", "configs/*.json"]},
+    package_data={"latcpb": ["geometry/data/*.json", "metrics/data/*.json", "weights/*.pt", "weights/*.json", "configs/*.json"]},
     install_requires=[
         "torch>=2.1",
         "e3nn>=0.5",

@@ -4,8 +4,9 @@ decoder's raw NeRF output against the same degrees of freedom built by ``latcpb.
     OMP_NUM_THREADS=1 python bench/structure_builder.py [--entries N] [--frames F] [--out bench/STRUCTURE_BUILDER.json]
 
 Rows: latcpb raw (decoder NeRF + shipped clash relief, no idealiser), latcpb built (its rotations, and chi fitted to
-its side chains, built by the builder: ``structure.fit_structure``), latcpb built without relief, geometric (rules +
-builder), the references rebuilt from their own degrees of freedom (dihedrals, and chi fitted: the builder's floor)
+its side chains, built by the builder: ``structure.fit_structure``; then clash relief on the built side chains, 40
+steps), the same with 7 relief steps and without relief, geometric (rules + builder), the references rebuilt
+from their own degrees of freedom (dihedrals, and chi fitted: the builder's floor)
 and the references themselves (validity only). Figures per entry are means over its frames, then means over entries:
 heavy / backbone / side-chain RMSD (Å, interior residues, ``training.validation.structure_figures``) and the
 validity figures of ``latcpb.metrics.validity`` (chain ends included).
@@ -61,9 +62,12 @@ def main():
     raw = copy.copy(model)
     raw.inference = {**model.inference, "structure_builder": False}
     no_relief = copy.copy(model)
-    no_relief.inference = {**model.inference, "refine_steps": 0}
+    no_relief.inference = {**model.inference, "built_relief_steps": 0}
+    relief_7 = copy.copy(model)
+    relief_7.inference = {**model.inference, "built_relief_steps": 7}
     geometric = load_generator("geometric")
-    rows = {"latcpb raw": raw, "latcpb built": model, "latcpb built, no relief": no_relief, "geometric": geometric}
+    rows = {"latcpb raw": raw, "latcpb built": model, "latcpb built, relief 7": relief_7,
+            "latcpb built, no relief": no_relief, "geometric": geometric}
     results = {k: [] for k in list(rows) + ["reference rebuilt", "reference fitted", "reference"]}
     seconds = {k: 0.0 for k in results}
     for name in names:

@@ -18,6 +18,7 @@ from latcpb.io.selection import DEFAULT_SELECT, select_beads
 from latcpb.io.universe_builder import allatom_universe, slot_atom_index
 from latcpb.model.generator import load_generator
 from latcpb.model.geometric import GeometryIdealizer
+from latcpb.pipeline.blocks import DEFAULT_BLOCK_FRAMES, block_seed
 
 IDEALIZE_MODES = ("standard", "full", "none", None)
 MAX_ABS_COORDINATE = 1.0e5  # Å; larger input coordinates are treated as corrupt
@@ -138,6 +139,8 @@ class Backmapper:
         self.options = {k: v for k, v in options.items() if v is not None}
         self._rng = None
         self.reset_seed()
+
+    block_frames = DEFAULT_BLOCK_FRAMES  # with a seed, every block of frames has its own random stream
 
     @property
     def model_name(self) -> str:
@@ -263,7 +266,9 @@ class Backmapper:
                 whole = unwrapper.whole(raw, box)
                 _check_spacing(whole, plan, source, ts.frame)
                 batch.append((ts.frame, _frame_time(ts), box, ts.data.get("step"), whole, raw))
-                if len(batch) == self.batch_size or k == n_frames - 1:
+                if len(batch) == self.batch_size or k == n_frames - 1 or (k + 1) % self.block_frames == 0:
+                    if self._rng is not None and (k + 1 - len(batch)) % self.block_frames == 0:
+                        self._rng.manual_seed(block_seed(self.seed, batch[0][0]))  # each block its own stream
                     yield self._backmap_batch(plan, batch, frame_dt, residue_of_atom)
                     bar.update(len(batch))
                     batch = []

@@ -100,20 +100,24 @@ def test_backmap_val_entry(val_entry):
     frames = [0, len(ref.trajectory) - 1] if len(ref.trajectory) > 1 else [0]
     cg = ca_universe(ref, frames)
     aa = latcpb.backmap_universe(cg, model="geometric")
-    n_chains = len(set(cg.atoms.chainIDs)) or 1
+    gaps = np.flatnonzero(np.diff(cg.atoms.resids) != 1)  # a numbering gap starts a chain of its own
+    n_chains = (len(set(cg.atoms.chainIDs)) or 1) + len(gaps)
     # atom count: standard heavy atoms + one OXT per chain; frames kept
     assert len(aa.atoms) == sum(HEAVY_ATOMS[normalize_resname(r)] for r in cg.residues.resnames) + n_chains
     assert len(aa.trajectory) == len(frames)
     assert set(aa.residues.resnames) <= set(rc.RESTYPES)
     assert list(aa.residues.resids) == list(cg.residues.resids)
-    assert list(aa.select_atoms("name CA").chainIDs) == [c or "A" for c in cg.atoms.chainIDs]
+    first = slice(0, gaps[0] + 1 if len(gaps) else None)
+    assert list(aa.select_atoms("name CA").chainIDs[first]) == [c or "A" for c in cg.atoms.chainIDs[first]]
+    assert len(set(aa.atoms.chainIDs)) == n_chains
     ref_chir = None
     for k, f in enumerate(frames):
         ref.trajectory[f]
         aa.trajectory[k]
         cg.trajectory[k]
         # coverage: every heavy atom of the reference is present in the output (matched by chain/resid/name)
-        ref_keys, out_keys = heavy_keys(ref.atoms), heavy_keys(aa.atoms)
+        # (pieces after a numbering gap have chain IDs of their own: matched by resid/name, one chain per entry)
+        ref_keys, out_keys = ({k[1:] for k in heavy_keys(ref.atoms)}, {k[1:] for k in heavy_keys(aa.atoms)})
         missing = ref_keys - out_keys
         assert not missing, sorted(missing)[:5]
         assert len(out_keys) == len(aa.atoms)  # no duplicated names
@@ -140,7 +144,7 @@ def test_backmap_adk_trajectory_frames_and_samples():
     assert len(aa.trajectory) == 3 * 2
     ref_heavy = len(u.select_atoms("not name H*"))
     assert len(aa.atoms) == ref_heavy == 1656
-    assert "HIS" in set(aa.residues.resnames) and "HSD" not in set(aa.residues.resnames)
+    assert "HSD" in set(aa.residues.resnames) and "HIS" not in set(aa.residues.resnames)  # input names kept
     # frame-major samples; geometric is deterministic so both samples of a frame agree
     assert np.array_equal(aa.trajectory[0].positions, aa.trajectory[1].positions)
     u.trajectory[30]

@@ -126,6 +126,15 @@ def match_systems(ref_atoms, gen_atoms, ref_source="reference", gen_source="gene
         ref_keys, gen_keys = _residue_keys(ref.topology, False), _residue_keys(gen, False)
         gen_row = {k: i for i, k in enumerate(gen_keys)}
     pairs = [(i, gen_row[k]) for i, k in enumerate(ref_keys) if k in gen_row]
+    if 0 < len(pairs) < len(ref_keys) and len(set(ref.topology.chain_ids)) == 1:
+        # a reference chain split at a gap comes back as several chains (each piece has its own chain ID):
+        # the rest is matched without chain IDs where that is unambiguous
+        loose = {}
+        for g, k in enumerate(_residue_keys(gen, False)):
+            loose.setdefault(k, []).append(g)
+        have, taken = {r for r, _ in pairs}, {g for _, g in pairs}
+        pairs = sorted(pairs + [(i, loose[k][0]) for i, k in enumerate(_residue_keys(ref.topology, False))
+                                if i not in have and len(loose.get(k, ())) == 1 and loose[k][0] not in taken])
     if not pairs:
         raise LatcpbInputError(
             f"{gen_source}: no residue matches {ref_source} by (chain, resid, residue name)"

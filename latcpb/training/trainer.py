@@ -160,7 +160,8 @@ class Trainer:
         elif self.resume:
             raise LatcpbInputError(f"{last}: nothing to resume (no checkpoint in {self.out})")
         else:
-            model.decoder.theta0.copy_(typical_angles(train).to(self.device))
+            if hasattr(model.decoder, "theta0"):   # the internal-coordinate decoder (not model.decoder_dofs)
+                model.decoder.theta0.copy_(typical_angles(train).to(self.device))
             if self.is_main:
                 with open(os.path.join(self.out, "config.json"), "w", encoding="utf-8") as fh:
                     json.dump(cfg, fh, indent=1)
