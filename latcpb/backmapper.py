@@ -12,6 +12,7 @@ import torch
 from latcpb.data.cg_topology import MAX_BEAD_SPACING, ResidueTopology, describe_residue, residue_topology
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
+from latcpb.geometry.ca_trace import refine_ca_trace
 from latcpb.geometry.internal_coords import LayoutTensors
 from latcpb.io.periodic import ChainUnwrapper, has_box
 from latcpb.io.selection import DEFAULT_SELECT, select_beads
@@ -22,6 +23,7 @@ from latcpb.pipeline.blocks import DEFAULT_BLOCK_FRAMES, block_seed
 
 IDEALIZE_MODES = ("standard", "full", "none", None)
 MAX_ABS_COORDINATE = 1.0e5  # Å; larger input coordinates are treated as corrupt
+TRACE_NOTE_RMS = 0.5        # Å RMS: frames whose CA trace moved more are counted apart in the note
 
 
 def resolve_device(device=None) -> torch.device:
@@ -76,6 +78,8 @@ class FrameBatch:
     samples: int = 1
     dt: float = 1.0                 # ps between consecutive selected input frames (input dt * step)
     steps: np.ndarray | None = None  # [b] int MD steps of the input frames, where the input has them
+    trace_move: np.ndarray | None = None  # [b] float Å: RMS move of the CA trace (0 where the beads were kept)
+    trace_valid: np.ndarray | None = None  # [b] bool: the CA trace backmapped admits valid chemistry
 
     def __iter__(self):
         return iter((self.plan, self.frames, self.positions))
@@ -113,12 +117,16 @@ class Backmapper:
     output as generated (``GeometryIdealizer``); skip_unknown: leave out unknown residues inside chains instead of
     refusing them; beads_as_ca: take beads not named CA (Martini BB ...) as CA positions; wrap: False (default)
     keeps every chain whole in the output, True moves every residue by the box vector its bead was wrapped by in the
-    input (CA atoms exactly at the input positions); note: called with one-line notes (default: print to stderr);
-    options (e.g. steps, temperature) go to the generator.
+    input (CA atoms exactly at the input positions); keep_beads: False (default) moves a CA trace that no chain of
+    ideal peptide units can follow (CG bead spacing 2.5-5.1 Å, straight segments, beads too close) to the nearest
+    trace that one can (``latcpb.geometry.ca_trace.refine_ca_trace``; atomistic traces are kept bit for bit; the
+    move per frame is in ``FrameBatch.trace_move`` and summed up in one note), True keeps the beads exact as the
+    output's CA atoms, invalid chemistry included (a note counts such frames); note: called with one-line notes
+    (default: print to stderr); options (e.g. steps, temperature) go to the generator.
     """
 
     def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="standard",
-                 skip_unknown=False, beads_as_ca=False, wrap=False, note=None, **options):
+                 skip_unknown=False, beads_as_ca=False, wrap=False, keep_beads=False, note=None, **options):
         if samples < 1:
             raise LatcpbInputError(f"--samples {samples}: must be at least 1")
         if batch_size < 1:
@@ -135,6 +143,7 @@ class Backmapper:
         self.skip_unknown = skip_unknown
         self.beads_as_ca = beads_as_ca
         self.wrap = wrap
+        self.keep_beads = bool(keep_beads)
         self.note = note if note is not None else _stderr_note
         self.options = {k: v for k, v in options.items() if v is not None}
         self._rng = None
@@ -175,16 +184,30 @@ class Backmapper:
         return BackmapPlan(topology, beads, lt, slot_atom_index(topology.layout.atom_mask), source)
 
     def backmap_coordinates(self, plan: BackmapPlan, ca: np.ndarray, first_frame: int = 0, frames=None) -> np.ndarray:
-        """CA [F, N, 3] Å -> heavy atoms [F * samples, A, 3] float32 Å (frame-major).
+        """CA [F, N, 3] Å -> heavy atoms [F * samples, A, 3] float32 Å (frame-major); the CA trace is refined first
+        unless ``keep_beads`` (see ``Backmapper``).
 
         frames [F]: input frame numbers for messages (default ``first_frame + arange(F)``).
         """
+        return self._generate(plan, ca, first_frame, frames)[0]
+
+    def refine_trace(self, plan: BackmapPlan, ca: np.ndarray):
+        """(CA trace [F, N, 3] float32 Å that the generator gets, its RMS move [F] Å, valid [F] bool): ``ca``
+        moved by ``refine_ca_trace`` where it admits no valid chemistry (kept bit for bit where it does, and with
+        ``keep_beads``); valid: the returned trace admits valid chemistry."""
+        result = refine_ca_trace(torch.as_tensor(ca), plan.topology.layout, keep_beads=self.keep_beads)
+        return (result.ca.numpy(), result.rms.numpy().astype(np.float64).reshape(-1),
+                result.valid.numpy().reshape(-1).copy())
+
+    def _generate(self, plan, ca, first_frame=0, frames=None):
+        """(heavy atoms [F * samples, A, 3] float32 Å, RMS move of the CA trace [F] Å, valid trace [F] bool)."""
         ca = np.asarray(ca, dtype=np.float32)
         if ca.ndim != 3 or ca.shape[1:] != (plan.n_residues, 3):
             raise LatcpbInputError(f"{plan.source}: expected CA coordinates of shape [frames, {plan.n_residues}, 3],"
                                    f" got {list(ca.shape)}")
         frames = first_frame + np.arange(len(ca)) if frames is None else np.asarray(frames)
         _check_coordinates(ca, plan.source, frames)
+        ca, move, valid = self.refine_trace(plan, ca)
         out = []
         index = torch.as_tensor(plan.atom_index, device=self.device)
         with torch.inference_mode():
@@ -201,7 +224,7 @@ class Backmapper:
             bad = int(frames[int(np.nonzero(~np.isfinite(result).all(axis=(1, 2)))[0][0]) // self.samples])
             raise LatcpbInputError(f"{plan.source}: frame {bad}: the generator produced non-finite coordinates"
                                    " (degenerate CA trace?)")
-        return result
+        return result, move, valid
 
     def plan_trajectory(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, source=None):
         """The ``BackmapPlan`` of a CG trajectory: beads of ``select``, chains by the chain rule with its spacing test
@@ -247,6 +270,7 @@ class Backmapper:
             unwrapper = ChainUnwrapper(plan.topology.layout.chain_index)
             residue_of_atom = plan.atom_index // rc.ATOMS_PER_RESIDUE
             bar = _progress(n_frames, progress)
+            moves, valids = [], []
             batch = []
             iterator = iter(trajectory[start:stop:step])
             for k in range(n_frames):
@@ -269,9 +293,15 @@ class Backmapper:
                 if len(batch) == self.batch_size or k == n_frames - 1 or (k + 1) % self.block_frames == 0:
                     if self._rng is not None and (k + 1 - len(batch)) % self.block_frames == 0:
                         self._rng.manual_seed(block_seed(self.seed, batch[0][0]))  # each block its own stream
-                    yield self._backmap_batch(plan, batch, frame_dt, residue_of_atom)
+                    result = self._backmap_batch(plan, batch, frame_dt, residue_of_atom)
+                    moves.append(result.trace_move)
+                    valids.append(result.trace_valid)
+                    yield result
                     bar.update(len(batch))
                     batch = []
+            text = trace_note(source, np.concatenate(moves), np.concatenate(valids), self.keep_beads)
+            if text:
+                self.note(text)
         except BaseException:
             if bar is not None:
                 bar.leave = False  # an error message follows: do not leave a half-filled bar above it
@@ -316,11 +346,11 @@ class Backmapper:
             [np.zeros(6, np.float32) if b is None else np.asarray(b, np.float32) for b in boxes])
         steps = None if any(b[3] is None for b in batch) else np.array([b[3] for b in batch], dtype=np.int64)
         whole = np.stack([b[4] for b in batch])
-        positions = self.backmap_coordinates(plan, whole, frames=frames)
+        positions, move, valid = self._generate(plan, whole, frames=frames)
         if self.wrap and dimensions is not None:  # each residue back to the image its bead had in the input
             shift = np.stack([b[5] for b in batch]) - whole            # [b, N, 3] Å, lattice vectors
             positions += np.repeat(shift, self.samples, axis=0)[:, residue_of_atom]
-        return FrameBatch(plan, frames, times, dimensions, positions, self.samples, frame_dt, steps)
+        return FrameBatch(plan, frames, times, dimensions, positions, self.samples, frame_dt, steps, move, valid)
 
     def backmap_universe(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, progress=False):
         """All-atom Universe (in-memory trajectory, ``samples`` frames per CG frame, frame-major) of a CG Universe
@@ -340,6 +370,29 @@ class Backmapper:
 
 
 CHAIN_CHECK_FRAMES = 10  # frames spread over the trajectory that the chain rule's spacing test checks
+
+
+def trace_note(source, moves, valid, keep_beads=False) -> str | None:
+    """One line on the CA traces of a run (moves [F] Å RMS, valid [F] bool, as ``FrameBatch`` has them), or None
+    when every trace admitted valid chemistry as it came."""
+    moves, valid = np.asarray(moves, dtype=np.float64), np.asarray(valid, dtype=bool)
+    n, moved, bad = len(moves), int((moves > 0).sum()), int((~valid).sum())
+    if keep_beads:
+        return None if not bad else (
+            f"{source}: {bad} of {n} frames have a CA trace that no chain of ideal peptide units follows (CG bead"
+            " spacing, angles or contacts); their output has invalid geometry there (without --keep-beads the"
+            " trace is moved as little as needed)")
+    if not moved and not bad:
+        return None
+    large = int((moves > TRACE_NOTE_RMS).sum())
+    text = (f"{source}: CA trace moved in {moved} of {n} frames to admit valid chemistry (RMS {moves.max():.2f} Å at"
+            f" most, mean {moves[moves > 0].mean() if moved else 0.0:.2f} Å over moved frames")
+    if large:
+        text += f"; {large} frames by more than {TRACE_NOTE_RMS} Å"
+    text += ")"
+    if bad:
+        text += f"; {bad} frames still outside the limits"
+    return text + "; --keep-beads keeps the beads exact"
 
 
 def _stderr_note(text: str) -> None:
@@ -408,7 +461,7 @@ def _progress(total, enabled):
 
 def backmap_universe(universe, select=DEFAULT_SELECT, model=None, samples=1, seed=None, batch_size=32, device=None,
                      start=None, stop=None, step=None, idealize="standard", skip_unknown=False, beads_as_ca=False,
-                     wrap=False, **options):
+                     wrap=False, keep_beads=False, **options):
     """Backmap a CG MDAnalysis Universe (or AtomGroup, e.g. ``u.select_atoms("protein")``); returns an all-atom
     Universe with an in-memory trajectory that keeps the input's frame times, dt and boxes.
 
@@ -417,5 +470,5 @@ def backmap_universe(universe, select=DEFAULT_SELECT, model=None, samples=1, see
     """
     backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                             idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
-                            **options)
+                            keep_beads=keep_beads, **options)
     return backmapper.backmap_universe(universe, select=select, start=start, stop=stop, step=step)

@@ -179,3 +179,16 @@ def seeded():
     np.random.seed(seed)
     torch.manual_seed(seed)
     return seed
+
+
+def refined_ca(cg_atoms):
+    """[F, N, 3] Å: the CA trace the Backmapper backmaps for every frame of ``cg_atoms`` (one CA bead per residue):
+    the input beads, moved by ``refine_ca_trace`` only where no chain of ideal peptide units can follow them."""
+    import numpy as np
+
+    from latcpb.backmapper import Backmapper
+
+    bm = Backmapper(model="geometric")
+    plan = bm.plan(cg_atoms)
+    ca = np.stack([cg_atoms.positions.copy() for _ in cg_atoms.universe.trajectory])
+    return bm.refine_trace(plan, ca)[0]

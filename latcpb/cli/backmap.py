@@ -30,6 +30,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--wrap", is_flag=True, help="With a periodic box: move every output residue by the box vector its "
               "bead was wrapped by in the input (CA atoms exactly where the input had them). Default: chains wrapped "
               "across the box are made whole and the output stays whole.")
+@click.option("--keep-beads", is_flag=True, help="Keep the beads exactly as the output's CA atoms. Default: a CA trace"
+              " that no chain of ideal peptide units can follow (CG bead spacing, straight segments, beads too close) is"
+              " moved as little as needed first (atomistic traces stay exact); a note gives the move.")
 @click.option("--model", default=None, help="'latcpb' (shipped, default when present), 'geometric' or a checkpoint.")
 @click.option("--samples", default=1, show_default=True, type=int,
               help="All-atom samples per CG frame. The N samples of a frame are consecutive output frames "
@@ -70,7 +73,7 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
               " go on; the exit code is 2 when any failed).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, model, samples, steps, temperature, seed,
+def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, keep_beads, model, samples, steps, temperature, seed,
          idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent, platform, report,
          output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work, fail_fast, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT.
@@ -97,7 +100,7 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, m
         universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                                 idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
-                                note=_note, steps=steps, temperature=temperature)
+                                keep_beads=keep_beads, note=_note, steps=steps, temperature=temperature)
         writer = topology_writer = None
         relaxer = None
         reports = []
@@ -151,7 +154,7 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, m
                 select=select, start=start, stop=stop, step=step, seed=seed, block_frames=block_frames,
                 resume=resume, work_dir=work_dir, keep_work=keep_work, model=model, samples=samples,
                 device=device, batch_size=batch_size, idealize=idealize, skip_unknown=skip_unknown,
-                beads_as_ca=beads_as_ca, wrap=wrap, steps=steps, temperature=temperature)
+                beads_as_ca=beads_as_ca, wrap=wrap, keep_beads=keep_beads, steps=steps, temperature=temperature)
 
     run_reporting_errors("latcpb-backmap", debug, body)
 

@@ -75,6 +75,8 @@ class BlockResult:
     topology: object = None
     reports: list | None = None      # relaxation: one FrameReport per output frame
     topology_pdb: str | None = None  # relaxation with hydrogens: PDB text of the output topology
+    trace_move: np.ndarray | None = None   # [b] Å RMS move of each frame's CA trace (FrameBatch.trace_move)
+    trace_valid: np.ndarray | None = None  # [b] bool: the backmapped CA trace admits valid chemistry
 
     @property
     def n_output_frames(self) -> int:
@@ -109,6 +111,9 @@ class BlockResult:
                     arrays["reports"] = dump_reports(self.reports)
                 if self.topology_pdb is not None:
                     arrays["topology_pdb"] = np.array(self.topology_pdb)
+                if self.trace_move is not None:
+                    arrays["trace_move"] = self.trace_move.astype(np.float64)
+                    arrays["trace_valid"] = self.trace_valid.astype(bool)
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
         except BaseException:
@@ -126,4 +131,6 @@ class BlockResult:
                        positions=data["positions"], samples=int(data["samples"]),
                        steps=data["steps"] if "steps" in data.files else None, dt=float(data["dt"]),
                        reports=load_reports(data["reports"]) if "reports" in data.files else None,
-                       topology_pdb=str(data["topology_pdb"]) if "topology_pdb" in data.files else None)
+                       topology_pdb=str(data["topology_pdb"]) if "topology_pdb" in data.files else None,
+                       trace_move=data["trace_move"] if "trace_move" in data.files else None,
+                       trace_valid=data["trace_valid"] if "trace_valid" in data.files else None)

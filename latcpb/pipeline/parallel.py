@@ -105,7 +105,9 @@ def compute_block(spec: RunSpec, block: Block, state: dict | None = None) -> Blo
                          None if any(d is None for d in boxes) else np.concatenate(boxes),
                          np.concatenate([b.positions for b in batches]), samples=backmapper.samples,
                          steps=None if any(t is None for t in steps) else np.concatenate(steps),
-                         dt=float(batches[0].dt), topology=batches[0].plan.topology)
+                         dt=float(batches[0].dt), topology=batches[0].plan.topology,
+                         trace_move=np.concatenate([b.trace_move for b in batches]),
+                         trace_valid=np.concatenate([b.trace_valid for b in batches]))
     if spec.postprocess is not None:
         result = spec.postprocess(batches[0].plan, result)
     return result

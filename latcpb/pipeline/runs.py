@@ -200,9 +200,24 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
                             work.save(result)
                         yield result
 
-            uneven = []
-            n, n_atoms, top_path = write_results(in_order(), output, work.load_topology() if done else None,
-                                                 reports=reports, uneven_times=uneven)
+            uneven, moves, valid = [], [], []
+
+            def with_trace(results):  # every block's CA-trace move, for one note
+                for result in results:
+                    if result.trace_move is not None:
+                        moves.append(result.trace_move)
+                        valid.append(result.trace_valid)
+                    yield result
+
+            n, n_atoms, top_path = write_results(with_trace(in_order()), output,
+                                                 work.load_topology() if done else None, reports=reports,
+                                                 uneven_times=uneven)
+        if moves and note is not None:
+            from latcpb.backmapper import trace_note
+            text = trace_note(source, np.concatenate(moves), np.concatenate(valid),
+                              spec.backmapper.get("keep_beads", False))
+            if text:
+                note(text)
         if uneven and note is not None:
             note(f"{output}: DCD stores times as start + k * dt only; read frame times from the input (or write"
                  " xtc, trr or nc) where frames are not evenly spaced (--samples > 1)")
