@@ -190,5 +190,8 @@ def refined_ca(cg_atoms):
 
     bm = Backmapper(model="geometric")
     plan = bm.plan(cg_atoms)
-    ca = np.stack([cg_atoms.positions.copy() for _ in cg_atoms.universe.trajectory])
+    trajectory = cg_atoms.universe.trajectory
+    current = trajectory.ts.frame
+    ca = np.stack([cg_atoms.positions.copy() for _ in trajectory])
+    trajectory[current]
     return bm.refine_trace(plan, ca)[0]

@@ -118,3 +118,10 @@ def test_report_summary_shows_damage(tmp_path):
     assert data["summary"]["failed"] == 1 and data["summary"]["damaged"] == 1 and data["summary"]["ok"] == 1
     assert data["summary"]["frames_with_d_residues_after"] == 1
     assert data["frames"][1]["status"] == "damaged" and not (tmp_path / "r.json.partial").exists()
+    # the CLI and the pipeline print this one line on stderr (latcpb-backmap --relax)
+    from latcpb.pipeline.relax_stage import relax_note
+
+    line = relax_note(reports, "r.json")
+    assert line.startswith("relaxation: 1 of 2 frames damaged by relaxation (first: output frame 1: ")
+    assert "D residue" in line and line.endswith("; see r.json")
+    assert relax_note([r for r in reports if r.status == "ok"], "r.json") is None

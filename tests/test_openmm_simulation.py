@@ -79,7 +79,7 @@ def ca_simulation(steps_per_ps=100):
 
 def test_backmap_reporter_writes_frames(tmp_path):
     sim, ca = ca_simulation()
-    backmapper = latcpb.Backmapper(model="geometric", seed=0)
+    backmapper = latcpb.Backmapper(model="geometric", seed=0, keep_beads=True)
     out = tmp_path / "aa.xtc"
     with BackmapReporter(out, 25, backmapper=backmapper) as reporter:
         assert reporter.describeNextReport(sim)["steps"] == 25
@@ -97,7 +97,7 @@ def test_backmap_reporter_writes_frames(tmp_path):
     assert len(traj.trajectory) == 4
     times = [ts.time for ts in traj.trajectory]
     np.testing.assert_allclose(times, [0.25, 0.5, 0.75, 1.0], atol=1e-3)  # ps: 25 steps of 10 fs
-    # each frame's CA atoms are the simulation's CA beads at that step (backmapping keeps CA)
+    # each frame's CA atoms are the simulation's CA beads at that step (with keep_beads: exactly)
     traj.trajectory[-1]
     final = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
     np.testing.assert_allclose(traj.select_atoms("name CA").positions, final, atol=6e-3)  # XTC stores 0.01 Å

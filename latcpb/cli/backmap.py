@@ -137,7 +137,11 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, k
             _note(f"{output}: DCD stores times as start + k * dt only; read frame times from the input (or write"
                   " xtc, trr or nc) where frames are not evenly spaced (--samples > 1)")
         if relax_module is not None:
-            relax_module.write_report(reports, report or output + ".relax.json")
+            from latcpb.pipeline.relax_stage import relax_note
+
+            report_path = relax_module.write_report(reports, report or output + ".relax.json")
+            if relax_note(reports, report_path):
+                _note(relax_note(reports, report_path))
         if not quiet:
             extra = f" and {top_path}" if top_path else ""
             click.echo(f"wrote {writer.n_frames} frames of {len(batch.atoms)} atoms to {output}{extra}"

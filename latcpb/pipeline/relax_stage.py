@@ -78,3 +78,16 @@ def dump_reports(reports) -> np.ndarray:
 
 def load_reports(array: np.ndarray) -> list:
     return pickle.loads(array.tobytes())
+
+
+def relax_note(reports, report_path: str) -> str | None:
+    """One line on the relaxation reports (objects with ``frame``, ``status``, ``reason``), or None when every frame
+    relaxed "ok": how many frames were damaged (relaxed with a D residue or a broken bond) or failed (left
+    unrelaxed), the first of each with its reason, and where the report is."""
+    parts = []
+    for status, what in (("damaged", "damaged by relaxation"), ("failed", "not relaxed")):
+        bad = [r for r in reports if r.status == status]
+        if bad:
+            parts.append(f"{len(bad)} of {len(reports)} frames {what} (first: output frame {bad[0].frame}:"
+                         f" {bad[0].reason or status})")
+    return None if not parts else "relaxation: " + "; ".join(parts) + f"; see {report_path}"

@@ -222,8 +222,10 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
             note(f"{output}: DCD stores times as start + k * dt only; read frame times from the input (or write"
                  " xtc, trr or nc) where frames are not evenly spaced (--samples > 1)")
         if reports is not None:
-            from latcpb.pipeline.relax_stage import openmm_plugin
-            openmm_plugin().write_report(reports, report_path or output + ".relax.json")
+            from latcpb.pipeline.relax_stage import openmm_plugin, relax_note
+            written = openmm_plugin().write_report(reports, report_path or output + ".relax.json")
+            if note is not None and relax_note(reports, written):
+                note(relax_note(reports, written))
     except LatcpbInputError:
         if work is not None and not keep_work:  # bad input: resuming cannot help
             work.remove()
