@@ -461,13 +461,23 @@ def _progress(total, enabled):
 
 def backmap_universe(universe, select=DEFAULT_SELECT, model=None, samples=1, seed=None, batch_size=32, device=None,
                      start=None, stop=None, step=None, idealize="standard", skip_unknown=False, beads_as_ca=False,
-                     wrap=False, keep_beads=False, **options):
+                     wrap=False, keep_beads=False, backend=None, n_workers=None, **options):
     """Backmap a CG MDAnalysis Universe (or AtomGroup, e.g. ``u.select_atoms("protein")``); returns an all-atom
     Universe with an in-memory trajectory that keeps the input's frame times, dt and boxes.
 
     ``samples`` all-atom frames are produced per CG frame (frame-major; they share its time). See ``Backmapper``
-    for the options.
+    for the options. backend ("serial", "multiprocessing", "dask") and n_workers (MDAnalysis 2.8 convention) run
+    the frames in blocks on worker processes (``latcpb.pipeline.runs.backmap_universe``; a ``client`` option gives
+    a dask.distributed cluster): the same seed gives the same coordinates for any backend and number of workers.
     """
+    if backend is not None or n_workers is not None or "client" in options:
+        from latcpb.pipeline.runs import backmap_universe as blocks_backmap_universe
+
+        return blocks_backmap_universe(universe, select, backend=backend, n_workers=n_workers, start=start,
+                                       stop=stop, step=step, seed=seed, model=model, samples=samples,
+                                       batch_size=batch_size, device=device, idealize=idealize,
+                                       skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
+                                       keep_beads=keep_beads, **options)
     backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                             idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
                             keep_beads=keep_beads, **options)

@@ -196,3 +196,15 @@ def test_bad_frame_is_named_through_a_worker(cg_files, pool):
     u.load_new(coords, format=MemoryReader)
     with pytest.raises(LatcpbInputError, match="frame 9: non-finite"):
         backmap_universe(u, model="geometric", backend=pool, block_frames=3)
+
+
+def test_top_level_api_takes_backend_and_n_workers(serial_result, cg_files, tiny_model):
+    """``latcpb.backmap_universe(u, backend=..., n_workers=...)`` (MDAnalysis 2.8 convention) runs the blocks on
+    worker processes and gives the serial result."""
+    import latcpb
+
+    u = quiet_universe(*cg_files)
+    aa = latcpb.backmap_universe(u, model=tiny_model, seed=7, backend="multiprocessing", n_workers=2, **OPTIONS)
+    xyz, times, boxes = trajectory_arrays(aa)
+    assert np.array_equal(xyz, serial_result[0])
+    assert np.array_equal(times, serial_result[1]) and np.array_equal(boxes, serial_result[2])
