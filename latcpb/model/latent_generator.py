@@ -31,11 +31,12 @@ class LatentDiffusionGenerator:
     (p(z | CG) with its standard deviation scaled by the temperature); ``sample_temperature`` = 1.0 is the learned
     distribution.
 
-    Interim until the decoder predicts the builder's degrees of freedom: the decoder's NeRF output gives only its
-    peptide rotations and chain-end torsions, and chi fitted to its side-chain atoms (``structure.fit_structure``);
-    the structure builder makes the atoms (``inference.structure_builder``, default on), so the output is valid
-    chemistry by construction; clash relief then turns the built side chains (``inference.built_relief_steps``,
-    default ``BUILT_RELIEF_STEPS``; 0 turns it off), which keeps the chemistry valid.
+    A model with ``model.decoder_dofs`` predicts the builder's degrees of freedom (peptide rotations, chain-end
+    torsions, chi bins and offsets) and the structure builder makes the atoms. For the internal-coordinate decoder
+    the decoder's NeRF output gives only its peptide rotations and chain-end torsions, and chi fitted to its
+    side-chain atoms (``structure.fit_structure``; ``inference.structure_builder``, default on). Either way the
+    output is valid chemistry by construction; clash relief then turns the built side chains
+    (``inference.built_relief_steps``, default ``BUILT_RELIEF_STEPS``; 0 turns it off), which keeps it valid.
     """
 
     name = "latcpb"
@@ -83,18 +84,19 @@ class LatentDiffusionGenerator:
                 if f not in tiled_cache:
                     tiled_cache[f] = LayoutTensors(tile_layout(layout, f), self.device)
                 segment = torch.arange(f, device=self.device).repeat_interleave(n)
-                build = self.inference.get("structure_builder", True) and not self.model.config["decoder_dofs"]
-                relief = int(self.inference.get("built_relief_steps", BUILT_RELIEF_STEPS) if build
+                dofs = bool(self.model.config["decoder_dofs"])   # the decoder gives the builder's DOFs itself
+                fit = not dofs and self.inference.get("structure_builder", True)
+                built = dofs or fit
+                relief = int(self.inference.get("built_relief_steps", BUILT_RELIEF_STEPS) if built
                              else self.inference.get("refine_steps", 0))
                 xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode=mode,
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
-                                                    generator=rng, refine_steps=0 if build else relief)
-                if build:
-                    # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry;
-                    # clash relief then turns the built side chains (still valid)
+                                                    generator=rng, refine_steps=0 if built else relief)
+                if fit:
+                    # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry
                     xyz = fit_structure(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3), lt_device).reshape(f * n, -1, 3)
-                    if relief > 0:
-                        xyz = relieve_built_clashes(xyz, tiled_cache[f], segment, steps=relief)
+                if built and relief > 0:   # clash relief turns the built side chains (still valid chemistry)
+                    xyz = relieve_built_clashes(xyz, tiled_cache[f], segment, steps=relief)
                 outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
         out = torch.cat(outputs).to(out_dtype)
         # the CA trace is kept exactly
