@@ -208,3 +208,16 @@ def test_top_level_api_takes_backend_and_n_workers(serial_result, cg_files, tiny
     xyz, times, boxes = trajectory_arrays(aa)
     assert np.array_equal(xyz, serial_result[0])
     assert np.array_equal(times, serial_result[1]) and np.array_equal(boxes, serial_result[2])
+
+
+def _malloc_trim_setting():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_dask_workers_started_by_latcpb_keep_glibc_defaults():
+    """dask's nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which made backmapping there 3x slower; the
+    LocalCluster of BlockEngine("dask") is started without it (and keeps dask's one-thread variables)."""
+    with BlockEngine("dask", n_workers=1) as engine:
+        seen = engine._client.run(_malloc_trim_setting)
+        threads = engine._client.run(os.environ.get, "OMP_NUM_THREADS")
+    assert list(seen.values()) == [None] and list(threads.values()) == ["1"]

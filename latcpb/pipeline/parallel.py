@@ -68,9 +68,33 @@ def worker_backmapper(options: dict, state: dict | None = None):
     key = repr(sorted(options.items()))
     cached = state.get("backmapper")
     if cached is None or cached[0] != key:
+        if state is _WORKER_STATE and _in_dask_worker():
+            import torch   # one thread per worker process, as the local pool's workers (N workers use N cores)
+
+            torch.set_num_threads(1)
         cached = (key, Backmapper(**options, seed=None, note=_no_note))
         state["backmapper"] = cached
     return cached[1]
+
+
+def dask_worker_environ() -> dict:
+    """dask's ``distributed.nanny.pre-spawn-environ`` without ``MALLOC_TRIM_THRESHOLD_`` (None unsets it): glibc
+    with that variable set returns freed memory at once and maps every large tensor anew, which made backmapping
+    in dask workers 3x slower than in a plain process (0.88 s -> 2.87 s per 64-frame block, geometric, 161
+    residues; ``bench/parallel.py``). Workers started with ``dask worker`` get the same from a dask config file
+    (docs/scale.md)."""
+    import dask
+
+    return {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), "MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def run_plan(spec: RunSpec, state: dict | None = None):
@@ -167,11 +191,13 @@ class BlockEngine:
         self.max_in_flight = max_in_flight or 2 * self.n_workers
 
     def _start_dask(self, n_workers):
+        import dask
         from distributed import Client, LocalCluster
 
         if self._client is None:
-            self._cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                         processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": dask_worker_environ()}):
+                self._cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                             processes=True, dashboard_address=None, silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
             self._own_client = True
         self.n_workers = max(1, sum(self._client.nthreads().values()))
