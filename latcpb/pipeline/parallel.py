@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -100,7 +101,7 @@ def _in_dask_worker() -> bool:
 def run_plan(spec: RunSpec, state: dict | None = None):
     """(universe, plan) of the run, made once per process: the run's ``BackmapPlan`` (``plan_trajectory`` of the
     whole selection, so every block on any worker has the same chains and atoms) and the Universe its beads
-    belong to (a pool worker unpickles a new copy of ``spec`` with every block; the first one is kept)."""
+    belong to."""
     state = _WORKER_STATE if state is None else state
     backmapper = worker_backmapper(spec.backmapper, state)
     cached = state.get("run")
@@ -135,6 +136,16 @@ def compute_block(spec: RunSpec, block: Block, state: dict | None = None) -> Blo
     if spec.postprocess is not None:
         result = spec.postprocess(batches[0].plan, result)
     return result
+
+
+def _compute_packed_block(key: str, packed: bytes, block: Block) -> BlockResult:
+    """``compute_block`` in a pool worker with the ``RunSpec`` pickled once by the parent (``packed``): the worker
+    unpickles it (which reopens the input files) only for the first block of a run, not for every block."""
+    cached = _WORKER_STATE.get("spec")
+    if cached is None or cached[0] != key:
+        cached = (key, pickle.loads(packed))
+        _WORKER_STATE["spec"] = cached
+    return compute_block(cached[1], block)
 
 
 def _init_pool_worker():
@@ -195,9 +206,16 @@ class BlockEngine:
         from distributed import Client, LocalCluster
 
         if self._client is None:
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": dask_worker_environ()}):
-                self._cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                             processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            # a nanny started earlier in this process may have left the variable in os.environ (it sets it there
+            # before spawning): hidden while the workers start, then put back
+            inherited = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+            try:
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": dask_worker_environ()}):
+                    self._cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                                 processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            finally:
+                if inherited is not None:
+                    os.environ["MALLOC_TRIM_THRESHOLD_"] = inherited
             self._client = Client(self._cluster)
             self._own_client = True
         self.n_workers = max(1, sum(self._client.nthreads().values()))
@@ -229,7 +247,8 @@ class BlockEngine:
                 yield compute_block(spec, block, self._state)
             return
         if self.backend == "multiprocessing":
-            submit = lambda block: self._pool.submit(compute_block, spec, block)  # noqa: E731
+            packed = pickle.dumps(spec)
+            submit = lambda block: self._pool.submit(_compute_packed_block, spec.key, packed, block)  # noqa: E731
         else:
             shared = self._shared(spec)
             submit = lambda block: self._client.submit(compute_block, shared, block, pure=False)  # noqa: E731
