@@ -84,4 +84,5 @@ def test_cli_notes_the_move_and_keep_beads_round_trips(tmp_path):
             runs[name][0].trajectory[k]
         api.trajectory[k]
         assert np.array_equal(runs["kept"][0].select_atoms("name CA").positions, cg.atoms.positions)
-        assert np.abs(runs["moved"][0].atoms.positions - api.atoms.positions).max() < 6e-3   # CLI == API (XTC precision 0.01 Å)
+        # CLI == API (XTC precision 0.01 Å)
+        assert np.abs(runs["moved"][0].atoms.positions - api.atoms.positions).max() < 6e-3

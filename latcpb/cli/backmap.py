@@ -30,9 +30,9 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--wrap", is_flag=True, help="With a periodic box: move every output residue by the box vector its "
               "bead was wrapped by in the input (CA atoms exactly where the input had them). Default: chains wrapped "
               "across the box are made whole and the output stays whole.")
-@click.option("--keep-beads", is_flag=True, help="Keep the beads exactly as the output's CA atoms. Default: a CA trace"
-              " that no chain of ideal peptide units can follow (CG bead spacing, straight segments, beads too close) is"
-              " moved as little as needed first (atomistic traces stay exact); a note gives the move.")
+@click.option("--keep-beads", is_flag=True, help="Keep the beads exactly as the output's CA atoms. Default: a CA"
+              " trace that no chain of ideal peptide units can follow (CG bead spacing, straight segments, beads too"
+              " close) is moved as little as needed first (atomistic traces stay exact); a note gives the move.")
 @click.option("--model", default=None, help="'latcpb' (shipped, default when present), 'geometric' or a checkpoint.")
 @click.option("--samples", default=1, show_default=True, type=int,
               help="All-atom samples per CG frame. The N samples of a frame are consecutive output frames "
@@ -73,9 +73,10 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
               " go on; the exit code is 2 when any failed).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, keep_beads, model, samples, steps, temperature, seed,
-         idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent, platform, report,
-         output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work, fail_fast, quiet, debug):
+def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, keep_beads, model, samples, steps,
+         temperature, seed, idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent,
+         platform, report, output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work,
+         fail_fast, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT.
 
     Every output frame keeps the time, step and box of its input frame (XTC, TRR, NC, DCD hold times; PDB, GRO
@@ -139,9 +140,9 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, k
         if relax_module is not None:
             from latcpb.pipeline.relax_stage import relax_note
 
-            report_path = relax_module.write_report(reports, report or output + ".relax.json")
-            if relax_note(reports, report_path):
-                _note(relax_note(reports, report_path))
+            damage = relax_note(reports, relax_module.write_report(reports, report or output + ".relax.json"))
+            if damage:
+                _note(damage)
         if not quiet:
             extra = f" and {top_path}" if top_path else ""
             click.echo(f"wrote {writer.n_frames} frames of {len(batch.atoms)} atoms to {output}{extra}"

@@ -224,8 +224,9 @@ def backmap_file(engine: BlockEngine, universe, output: str, *, select="name CA"
         if reports is not None:
             from latcpb.pipeline.relax_stage import openmm_plugin, relax_note
             written = openmm_plugin().write_report(reports, report_path or output + ".relax.json")
-            if note is not None and relax_note(reports, written):
-                note(relax_note(reports, written))
+            damage = relax_note(reports, written)
+            if damage and note is not None:
+                note(damage)
     except LatcpbInputError:
         if work is not None and not keep_work:  # bad input: resuming cannot help
             work.remove()
