@@ -162,6 +162,23 @@ def _angle_at(vertex, p, q):
     return bond_angle(p, vertex, q)
 
 
+def n_ca_c_excess(xyz, lt, fraction=0.9):
+    """How far (rad, [..., N]) each interior residue's N-CA-C lies beyond ``fraction`` of the bound that
+    ``limit_n_ca_c`` enforces, plus a proline's phi beyond ``PROLINE_PHI_RANGE_DEG``; 0 inside. xyz [..., N, 15, 3]
+    Å. A differentiable penalty that keeps gradient moves of the peptide rotations where ``limit_n_ca_c`` leaves
+    them unchanged."""
+    n = len(lt.restype)
+    first, _, has_next = chain_flags(lt)
+    prv = (torch.arange(n, device=xyz.device) - 1).clamp(min=0)
+    mean, sigma = _table("N-CA-C", lt.restype, xyz.dtype)
+    n_a, ca, c = xyz[..., 0, :], xyz[..., 1, :], xyz[..., 2, :]
+    excess = torch.relu((bond_angle(n_a, ca, c) - mean).abs() - fraction * N_CA_C_SIGMA_LIMIT * sigma)
+    phi = dihedral(c[..., prv, :], n_a, ca, c)
+    lo, hi = (math.radians(v) for v in PROLINE_PHI_RANGE_DEG)
+    excess = excess + torch.where(lt.restype == _PRO, torch.relu(lo + 0.1 - phi) + torch.relu(phi - hi + 0.1), 0.0)
+    return excess * (has_next & ~first)
+
+
 def limit_n_ca_c(ca, lt, units, axes, rotation):
     """Peptide rotations [..., N, 2] turned so that N-CA-C of every interior residue lies within
     ``N_CA_C_SIGMA_LIMIT`` sigma of Engh & Huber, with the least total turn: exact dynamic programming along each

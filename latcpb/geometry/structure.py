@@ -69,10 +69,11 @@ def fit_structure(target, lt, present=None):
     return close_proline_rings(xyz, pro_chi, lt)
 
 
-def build_backbone(ca, torsions: Torsions, lt, limit_n_ca_c=True):
-    """N, CA, C, O, CB and OXT [..., N, 15, 3] Å (side-chain slots at CA) of ``build_structure``."""
-    units = bb.PeptideUnits(ca, lt)
-    axes = bb.peptide_axes(ca, lt)
+def build_backbone(ca, torsions: Torsions, lt, limit_n_ca_c=True, units=None, axes=None):
+    """N, CA, C, O, CB and OXT [..., N, 15, 3] Å (side-chain slots at CA) of ``build_structure``. ``units``,
+    ``axes``: ``backbone.PeptideUnits`` and ``backbone.peptide_axes`` of ``ca`` when already at hand."""
+    units = units or bb.PeptideUnits(ca, lt)
+    axes = axes or bb.peptide_axes(ca, lt)
     rotation = torsions.peptide
     if limit_n_ca_c:
         rotation = bb.limit_n_ca_c(ca, lt, units, axes, rotation)

@@ -1,7 +1,12 @@
-"""Optional clash relief after decoding: a few gradient steps on the side-chain torsions chi1..chi4 against the clash
-hinge, restrained to the decoded values. A chi turns its whole torsion group (``RESTYPE_TORSION_GROUP``: VAL CG1 and
-CG2 together, PHE CD1 and CD2 ...), so branch points, chirality and rings stay intact; prolines (a closed ring), the
-backbone, CB and the CA trace are never moved."""
+"""Clash relief after decoding, restrained gradient steps against overlaps that keep chemistry valid.
+
+- ``relieve_built_clashes`` (the default path): on a structure of the structure builder, every free degree of
+  freedom (peptide rotations, chain-end torsions, chi1..chi4) is turned against the validity metric's severe
+  overlaps; the structure is rebuilt by the builder, so bonds, angles, rings and planar groups stay ideal.
+- ``relieve_clashes`` (internal-coordinate decoder output, ``--idealize none`` models): side-chain torsions only. A
+  chi turns its whole torsion group (``RESTYPE_TORSION_GROUP``: VAL CG1 and CG2 together, PHE CD1 and CD2 ...), so
+  branch points, chirality and rings stay intact; prolines, the backbone, CB and the CA trace are never moved.
+"""
 from __future__ import annotations
 
 import copy
@@ -16,6 +21,11 @@ from latcpb.model.losses import clash_loss
 RELIEF_CA_CUTOFF = 15.0  # Å: residue pairs further apart (CA-CA) cannot touch
 RELIEF_MARGIN = 3.0      # Å: residue pairs whose side chains come closer than the hinge + this take part
 CONTACT_CHUNK = 16384    # residue pairs per distance block ([16384, 15, 15] floats, 15 MB)
+RELIEF_OVERLAP_MARGIN = 0.15  # Å: built-structure relief keeps pairs this far beyond the severe-overlap limit
+RELIEF_PAIR_REACH = 1.0       # Å: pairs this close to their limit take part ...
+RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
+RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
+S_SLOTS = rc.ATOMS_PER_RESIDUE
 
 
 def relieve_clashes(ca, lt, internals, ctx, steps=10, lr=0.2, clash_distance=3.0, restraint=1.0,
@@ -80,45 +90,135 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
     return src[near], dst[near]
 
 
-def relieve_built_clashes(xyz, lt, segment, steps=10, lr=0.2, clash_distance=3.0, restraint=1.0,
-                          ca_cutoff=RELIEF_CA_CUTOFF):
-    """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R]) ->
-    the same with chi1..chi4 turned by a few gradient steps against the clash hinge (restrained to the given chi).
-    The side chains are re-placed from their rigid groups (``sidechain.place_side_chains``), so every bond length,
-    angle, ring and planar group stays ideal; prolines, the backbone and CB never move. Deterministic."""
+def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, margin=RELIEF_OVERLAP_MARGIN):
+    """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R],
+    equal copies of one layout or a single one) -> the same with the builder's degrees of freedom turned by Adam
+    steps against overlaps, restrained to their given values.
+
+    Every degree of freedom the builder leaves open moves: the peptide rotations about their CA-CA axes, the
+    chain-end torsions and chi1..chi4 (not proline chi: its ring closes by its own solver). The structure is rebuilt
+    by the structure builder at every step, so every bond length, angle, ring and planar group stays ideal
+    and the CA trace is kept exactly. The overlaps are those of ``latcpb.metrics.validity.severe_overlaps`` (every
+    heavy-atom pair more than three bonds apart, in one residue, neighbours and chain ends too, against their van
+    der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. CYS SG-SG
+    pairs (possible disulfides) are left out. A frame whose overlaps would grow keeps its input. Deterministic.
+    """
+    from latcpb.geometry.backbone import PeptideUnits, n_ca_c_excess, peptide_axes
     from latcpb.geometry.sidechain import place_side_chains
-    from latcpb.geometry.structure import chi_torsions
-    from latcpb.model.cg_features import Packing, chain_ends
+    from latcpb.geometry.structure import Torsions, build_backbone, build_structure, extract_torsions
 
     with torch.inference_mode(False), torch.enable_grad():
         lt = _plain_copy(lt)
         xyz, segment = xyz.clone(), segment.clone()
-        ca = xyz[:, 1]
-        src, dst = _contacts(ca, lt, xyz, Packing(segment), ca_cutoff, clash_distance + RELIEF_MARGIN)
-        if src.numel() == 0:
+        topology = _relief_topology(lt, segment)
+        pairs, limit = _overlap_candidates(xyz, topology, margin)
+        if pairs.numel() == 0:
             return xyz
-        chi0 = chi_torsions(xyz[None], lt)[0]
-        chi0 = torch.atan2(chi0[..., 1], chi0[..., 0])                                   # [R, 4] rad
+        ca = xyz[:, 1]
+        pep0, chi0, ends0 = extract_torsions(xyz, lt).angles()
         pro = lt.restype == rc.RESTYPE_INDEX["PRO"]
-        movable = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype] & ~pro[:, None]).to(xyz.dtype)
-        delta = torch.zeros_like(chi0, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=lr)
-        last = chain_ends(lt)[1]
-        everyone = torch.ones(len(ca), dtype=torch.bool, device=xyz.device)
+        chi_free = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype]
+                    & ~pro[:, None]).to(xyz.dtype)                                          # [R, 4]
+        d_pep = torch.zeros_like(pep0, requires_grad=True)                                 # [R] rad
+        d_chi = torch.zeros_like(chi0, requires_grad=True)                                 # [R, 4] rad
+        d_ends = torch.zeros_like(ends0, requires_grad=True)                               # [R, 3] rad
+        opt = torch.optim.Adam([d_pep, d_chi, d_ends], lr=lr)
+        n_res = max(1, len(ca))
 
-        def placed():
-            chi = chi0 + delta * movable
-            out = place_side_chains(xyz, lt.restype, torch.stack([torch.cos(chi), torch.sin(chi)], -1))
-            return torch.where(pro[:, None, None], xyz, out)
+        units, axes = PeptideUnits(ca, lt), peptide_axes(ca, lt)                            # fixed: CA is
+        ring = torch.zeros_like(lt.atom_mask)
+        ring[:, 5:7] = pro[:, None]                                                           # PRO CG, CD
 
-        for _ in range(steps):
-            loss = clash_loss(placed(), lt, src, dst, last, everyone, clash_distance, ca_cutoff) \
-                + restraint * (1 - torch.cos(delta * movable)).mean()
+        def torsions():
+            return Torsions.from_angles(pep0 + d_pep, chi0 + d_chi * chi_free, ends0 + d_ends)
+
+        def trial():
+            """The structure of the current turns, cheaply: no N-CA-C limit, proline rings kept where they were
+            (the final structure is built by ``build_structure``, which applies both)."""
+            t = torsions()
+            out = place_side_chains(build_backbone(ca, t, lt, False, units, axes), lt.restype, t.chi)
+            return torch.where(ring[..., None], xyz, out).reshape(-1, 3)
+
+        for step in range(steps):
+            flat = trial()
+            if step and step % RELIEF_PAIRS_EVERY == 0:     # pairs that the moves so far brought close
+                pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
+            d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
+            angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
+            loss = torch.relu(limit - d).sum() / n_res + angle + restraint * (
+                (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
+                + (1 - torch.cos(d_ends)).mean())
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            return placed()
+            out = build_structure(ca, torsions(), lt)
+            # a frame whose overlaps relief made worse (it can, where the trace leaves no room) keeps its input
+            worse = _overlap_score(out, topology) > _overlap_score(xyz, topology)          # [copies]
+            n = topology[2]
+            return torch.where(worse.repeat_interleave(n)[:, None, None], xyz, out)
+
+
+def _overlap_score(xyz, topology):
+    """Sum of severe overlaps (Å beyond the limit of ``_overlap_candidates``) of every copy [copies]."""
+    pairs, limit = _overlap_candidates(xyz, topology, 0.0, reach=0.0)
+    flat = xyz.reshape(-1, 3)
+    excess = limit - torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
+    copies, n = topology[1], topology[2]
+    return torch.zeros(copies, dtype=xyz.dtype, device=xyz.device).index_add_(0, pairs[:, 0] // (n * S_SLOTS),
+                                                                              excess.clamp(min=0))
+
+
+def _relief_topology(lt, segment):
+    """(ValidityTopology of one copy, copies, residues per copy, CYS SG slots [n * 15] bool) of a packed layout made
+    of equal copies (frames of one system; otherwise the whole packed system is one copy)."""
+    import numpy as np
+
+    from latcpb.metrics import validity as V
+
+    n_total = len(lt.restype)
+    copies = int(segment.max()) + 1 if n_total else 1
+    n = n_total // copies
+    restype = lt.restype.cpu().numpy()
+    if n * copies != n_total or not (restype.reshape(copies, n) == restype[:n]).all():
+        copies, n = 1, n_total
+    chain = lt.chain_index[:n].cpu().numpy()
+    previous = np.full(n, -1, dtype=np.int64)
+    same = chain[1:] == chain[:-1]
+    previous[1:][same] = np.arange(n - 1)[same]
+    topo = V.validity_topology(restype[:n], lt.atom_mask[:n].cpu().numpy(), previous)
+    sg = np.zeros(n * S_SLOTS, dtype=bool)
+    sg[np.flatnonzero(restype[:n] == rc.RESTYPE_INDEX["CYS"]) * S_SLOTS + 5] = True
+    return topo, copies, n, sg
+
+
+def _overlap_candidates(xyz, topology, margin, reach=RELIEF_PAIR_REACH):
+    """Atom pairs [P, 2] (flat slots of the packed system xyz [R, 15, 3] Å) that relief keeps apart, and their least
+    distance [P] Å: the van der Waals sum less ``SEVERE_OVERLAP``, plus ``margin`` (donor-acceptor pairs:
+    ``HBOND_OVERLAP_DISTANCE`` plus ``margin``). Pairs are those of the validity metric (more than three bonds
+    apart) now within their least distance + ``reach`` Å, found copy by copy (``_relief_topology``)."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    from latcpb.metrics import validity as V
+
+    topo, copies, n, sg = topology
+    radius = 2 * max(V.VDW_RADII.values()) - V.SEVERE_OVERLAP + margin + reach
+    coords = xyz.detach().reshape(copies, n * S_SLOTS, 3).cpu().numpy()
+    pairs, limits = [], []
+    for k in range(copies):
+        found = cKDTree(coords[k][topo.atoms]).query_pairs(radius, output_type="ndarray")
+        local = np.sort(topo.atoms[found].reshape(-1, 2), axis=1)
+        local = local[~np.isin(local[:, 0] * (n * S_SLOTS) + local[:, 1], topo.excluded)]
+        local = local[~(sg[local[:, 0]] & sg[local[:, 1]])]
+        a, b = local[:, 0], local[:, 1]
+        hbond = (topo.donor[a] & topo.acceptor[b]) | (topo.donor[b] & topo.acceptor[a])
+        least = np.where(hbond, V.HBOND_OVERLAP_DISTANCE, topo.radii[a] + topo.radii[b] - V.SEVERE_OVERLAP) + margin
+        near = np.linalg.norm(coords[k][a] - coords[k][b], axis=-1) < least + reach
+        pairs.append(local[near] + k * n * S_SLOTS)
+        limits.append(least[near])
+    return (torch.as_tensor(np.concatenate(pairs), dtype=torch.long, device=xyz.device),
+            torch.as_tensor(np.concatenate(limits), dtype=xyz.dtype, device=xyz.device))
 
 
 def _plain_copy(lt):
