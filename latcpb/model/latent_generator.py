@@ -10,9 +10,10 @@ from latcpb.geometry.structure import fit_structure
 from latcpb.model.refine import relieve_built_clashes
 
 
-BUILT_RELIEF_STEPS = 40   # clash relief steps on the built structure (peptides, chain ends, chi). On val, 2 frames
-#                           an entry: severe overlaps 30.7 -> 10.2 per 1000 atoms, heavy RMSD 1.406 -> 1.400 Å; 80
-#                           steps give 7.6 and 1.381 Å at twice the cost; lr 0.2 x 20 steps overshoots (39.2)
+BUILT_RELIEF_STEPS = 80   # clash relief steps on the built structure (peptides, chain ends, chi). On val, 2 frames
+#                           an entry: severe overlaps 30.7 (side chains only) -> 10.2 per 1000 atoms at 40 steps, 7.6
+#                           at 80; heavy RMSD 1.406 -> 1.400 -> 1.381 Å. 80, not 40: 40 left two ARG NH2 of T0871
+#                           1.7 Å apart and its MD ran into NaN. lr 0.2 x 20 steps overshoots (39.2).
 
 
 def tile_layout(layout: ResidueLayout, copies: int) -> ResidueLayout:

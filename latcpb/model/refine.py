@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -25,6 +26,8 @@ RELIEF_OVERLAP_MARGIN = 0.15  # Å: built-structure relief keeps pairs this far 
 RELIEF_PAIR_REACH = 1.0       # Å: pairs this close to their limit take part ...
 RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
 RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
+DISULFIDE_CAPTURE = 3.0       # Å: CYS SG pairs closer than this become disulfides under relief ...
+DISULFIDE_BOND = 2.04         # Å: ... pulled to this SG-SG length (and CB-SG-SG to Engh & Huber)
 S_SLOTS = rc.ATOMS_PER_RESIDUE
 
 
@@ -100,8 +103,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     by the structure builder at every step, so every bond length, angle, ring and planar group stays ideal
     and the CA trace is kept exactly. The overlaps are those of ``latcpb.metrics.validity.severe_overlaps`` (every
     heavy-atom pair more than three bonds apart, in one residue, neighbours and chain ends too, against their van
-    der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. CYS SG-SG
-    pairs (possible disulfides) are left out. A frame whose overlaps would grow keeps its input. Deterministic.
+    der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. Two CYS whose
+    SG lie within ``DISULFIDE_CAPTURE`` Å are pulled to an ideal disulfide instead. A frame whose overlaps would grow
+    keeps its input. Deterministic.
     """
     from latcpb.geometry.backbone import PeptideUnits, n_ca_c_excess, peptide_axes
     from latcpb.geometry.sidechain import place_side_chains
@@ -110,9 +114,10 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     with torch.inference_mode(False), torch.enable_grad():
         lt = _plain_copy(lt)
         xyz, segment = xyz.clone(), segment.clone()
-        topology = _relief_topology(lt, segment)
+        topology = _relief_topology(lt, segment, xyz)
         pairs, limit = _overlap_candidates(xyz, topology, margin)
-        if pairs.numel() == 0:
+        bonded = topology[4]                                                                # [D, 2] SG, SG
+        if pairs.numel() == 0 and bonded.numel() == 0:
             return xyz
         ca = xyz[:, 1]
         pep0, chi0, ends0 = extract_torsions(xyz, lt).angles()
@@ -145,7 +150,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
             angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
-            loss = torch.relu(limit - d).sum() / n_res + angle + restraint * (
+            loss = torch.relu(limit - d).sum() / n_res + angle + _disulfide_strain(flat, bonded) / n_res + restraint * (
                 (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
                 + (1 - torch.cos(d_ends)).mean())
             opt.zero_grad()
@@ -169,9 +174,27 @@ def _overlap_score(xyz, topology):
                                                                               excess.clamp(min=0))
 
 
-def _relief_topology(lt, segment):
-    """(ValidityTopology of one copy, copies, residues per copy, CYS SG slots [n * 15] bool) of a packed layout made
-    of equal copies (frames of one system; otherwise the whole packed system is one copy)."""
+def _disulfide_strain(flat, bonded):
+    """Deviation of the disulfides ``bonded`` [D, 2] (flat SG slots; CB is the slot before) from Engh & Huber:
+    |SG-SG - 2.04| Å + |CB-SG-SG - 104.2°| (rad) at both ends, summed."""
+    from latcpb.geometry.nerf import bond_angle
+    from latcpb.metrics.validity import angle_table
+
+    if bonded.numel() == 0:
+        return flat.sum() * 0.0
+    ideal = math.radians(angle_table()["disulfide"]["CB-SG-SG"][0])
+    a, b = flat[bonded[:, 0]], flat[bonded[:, 1]]
+    strain = (torch.linalg.norm(a - b, dim=-1) - DISULFIDE_BOND).abs()
+    strain = strain + (bond_angle(flat[bonded[:, 0] - 1], a, b) - ideal).abs()
+    return (strain + (bond_angle(flat[bonded[:, 1] - 1], b, a) - ideal).abs()).sum()
+
+
+def _relief_topology(lt, segment, xyz):
+    """(ValidityTopology of one copy, copies, residues per copy, keys of the disulfide SG pairs (flat slots
+    i * n * 15 + j of one copy, i < j), disulfide SG pairs [D, 2] of the packed system) of a packed layout made of
+    equal copies (frames of one system; otherwise the whole packed system is one copy). Two CYS whose SG lie closer
+    than ``DISULFIDE_CAPTURE`` Å in xyz [R, 15, 3] Å form a disulfide: relief then pulls it to ideal geometry
+    instead of pushing its SG apart."""
     import numpy as np
 
     from latcpb.metrics import validity as V
@@ -187,9 +210,15 @@ def _relief_topology(lt, segment):
     same = chain[1:] == chain[:-1]
     previous[1:][same] = np.arange(n - 1)[same]
     topo = V.validity_topology(restype[:n], lt.atom_mask[:n].cpu().numpy(), previous)
-    sg = np.zeros(n * S_SLOTS, dtype=bool)
-    sg[np.flatnonzero(restype[:n] == rc.RESTYPE_INDEX["CYS"]) * S_SLOTS + 5] = True
-    return topo, copies, n, sg
+    coords = xyz.detach().reshape(copies, n, S_SLOTS, 3).cpu().numpy()
+    keys, bonded = [], []
+    for k in range(copies):
+        pairs = V.find_disulfides(coords[k], lt.atom_mask[:n].cpu().numpy(), restype[:n], DISULFIDE_CAPTURE)
+        sg = pairs * S_SLOTS + 5
+        keys.append(sg[:, 0] * (n * S_SLOTS) + sg[:, 1])
+        bonded.append(sg + k * n * S_SLOTS)
+    bonded = torch.as_tensor(np.concatenate(bonded).reshape(-1, 2), dtype=torch.long, device=xyz.device)
+    return topo, copies, n, np.unique(np.concatenate(keys)), bonded
 
 
 def _overlap_candidates(xyz, topology, margin, reach=RELIEF_PAIR_REACH):
@@ -202,15 +231,15 @@ def _overlap_candidates(xyz, topology, margin, reach=RELIEF_PAIR_REACH):
 
     from latcpb.metrics import validity as V
 
-    topo, copies, n, sg = topology
+    topo, copies, n, disulfide_keys, _ = topology
     radius = 2 * max(V.VDW_RADII.values()) - V.SEVERE_OVERLAP + margin + reach
     coords = xyz.detach().reshape(copies, n * S_SLOTS, 3).cpu().numpy()
     pairs, limits = [], []
     for k in range(copies):
         found = cKDTree(coords[k][topo.atoms]).query_pairs(radius, output_type="ndarray")
         local = np.sort(topo.atoms[found].reshape(-1, 2), axis=1)
-        local = local[~np.isin(local[:, 0] * (n * S_SLOTS) + local[:, 1], topo.excluded)]
-        local = local[~(sg[local[:, 0]] & sg[local[:, 1]])]
+        key = local[:, 0] * (n * S_SLOTS) + local[:, 1]
+        local = local[~np.isin(key, topo.excluded) & ~np.isin(key, disulfide_keys)]
         a, b = local[:, 0], local[:, 1]
         hbond = (topo.donor[a] & topo.acceptor[b]) | (topo.donor[b] & topo.acceptor[a])
         least = np.where(hbond, V.HBOND_OVERLAP_DISTANCE, topo.radii[a] + topo.radii[b] - V.SEVERE_OVERLAP) + margin
