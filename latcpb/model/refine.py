@@ -28,6 +28,8 @@ RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
 RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
 DISULFIDE_CAPTURE = 3.0       # Å: CYS SG pairs closer than this become disulfides under relief ...
 DISULFIDE_BOND = 2.04         # Å: ... pulled to this SG-SG length (and CB-SG-SG to Engh & Huber)
+RESCUE_MIN_GAIN = 0.1         # Å of overlap a rotamer swap or peptide turn must remove to be taken
+RESCUE_ANGLE_WEIGHT = 10.0    # Å of overlap per rad of N-CA-C beyond its bound, when peptide turns are compared
 S_SLOTS = rc.ATOMS_PER_RESIDUE
 
 
@@ -93,7 +95,8 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
     return src[near], dst[near]
 
 
-def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, margin=RELIEF_OVERLAP_MARGIN):
+def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, margin=RELIEF_OVERLAP_MARGIN,
+                          rescue_steps=0):
     """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R],
     equal copies of one layout or a single one) -> the same with the builder's degrees of freedom turned by Adam
     steps against overlaps, restrained to their given values.
@@ -105,7 +108,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     heavy-atom pair more than three bonds apart, in one residue, neighbours and chain ends too, against their van
     der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. Two CYS whose
     SG lie within ``DISULFIDE_CAPTURE`` Å are pulled to an ideal disulfide instead. A frame whose overlaps would grow
-    keeps its input. Deterministic.
+    keeps its input. ``rescue_steps`` > 0: afterwards, side chains still in a severe overlap try other rotamers
+    (``_rescue_rotamers``: chi1, chi2 turned by 0/120/240 degrees, the least overlap kept), then ``rescue_steps``
+    more relief steps follow from there. Deterministic.
     """
     from latcpb.geometry.backbone import PeptideUnits, n_ca_c_excess, peptide_axes
     from latcpb.geometry.sidechain import place_side_chains
@@ -159,9 +164,89 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
         with torch.no_grad():
             out = build_structure(ca, torsions(), lt)
             # a frame whose overlaps relief made worse (it can, where the trace leaves no room) keeps its input
+            if rescue_steps > 0:
+                swapped = _rescue_rotamers(out, lt, topology)
+                if swapped is not None:
+                    out = relieve_built_clashes(swapped, lt, segment, rescue_steps, lr, restraint, margin)
             worse = _overlap_score(out, topology) > _overlap_score(xyz, topology)          # [copies]
             n = topology[2]
             return torch.where(worse.repeat_interleave(n)[:, None, None], xyz, out)
+
+
+def _residue_overlap(xyz, topology):
+    """Severe-overlap excess (Å, summed over its pairs) of every residue of the packed system [R]."""
+    pairs, limit = _overlap_candidates(xyz, topology, 0.0, reach=0.0)
+    flat = xyz.reshape(-1, 3)
+    excess = (limit - torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)).clamp(min=0)
+    per = torch.zeros(len(xyz), dtype=xyz.dtype, device=xyz.device)
+    return per.index_add_(0, pairs[:, 0] // S_SLOTS, excess).index_add_(0, pairs[:, 1] // S_SLOTS, excess)
+
+
+def _rescue_rotamers(xyz, lt, topology):
+    """xyz [R, 15, 3] Å with every side chain still in a severe overlap (not proline) moved to the rotamer, among
+    chi1 and chi2 turned by 0, 120 or 240 degrees, with the least overlap of its residue (all such residues tried
+    together, combination by combination), after ``_rescue_peptides``; None when nothing overlaps."""
+    from latcpb.geometry.sidechain import place_side_chains
+    from latcpb.geometry.structure import chi_torsions
+
+    if not bool((_residue_overlap(xyz, topology) > 0).any()):
+        return None
+    xyz = _rescue_peptides(xyz, lt, topology)
+    bad = (_residue_overlap(xyz, topology) > 0) & (lt.restype != rc.RESTYPE_INDEX["PRO"])
+    bad &= torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype][:, 0]
+    chi = chi_torsions(xyz, lt)
+    chi = torch.atan2(chi[..., 1], chi[..., 0])                                            # [R, 4] rad
+    best, best_score = xyz, _residue_overlap(xyz, topology)
+    turns = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)
+    for t1 in turns:
+        for t2 in turns:
+            if t1 == 0.0 and t2 == 0.0:
+                continue
+            trial_chi = chi.clone()
+            trial_chi[bad, 0] += t1
+            trial_chi[bad, 1] += t2
+            trial = place_side_chains(xyz, lt.restype, torch.stack([trial_chi.cos(), trial_chi.sin()], -1))
+            trial = torch.where(bad[:, None, None], trial, xyz)
+            score = _residue_overlap(trial, topology)
+            take = bad & (score < best_score - RESCUE_MIN_GAIN)
+            best = torch.where(take[:, None, None], trial, best)
+            best_score = torch.where(take, score, best_score)
+    return best
+
+
+def _rescue_peptides(xyz, lt, topology):
+    """xyz [R, 15, 3] Å with every peptide next to a severe overlap turned about its CA-CA axis to the rotation,
+    among turns of 60-300 degrees in 60-degree steps (and none), with the least overlap of its two residues plus
+    ``RESCUE_ANGLE_WEIGHT`` x their N-CA-C excess beyond the builder's bound; side chains keep their chi."""
+    from latcpb.geometry.backbone import chain_flags, n_ca_c_excess
+    from latcpb.geometry.structure import Torsions, build_backbone, build_structure, chi_torsions, extract_torsions
+
+    n = len(lt.restype)
+    nxt = torch.arange(1, n + 1, device=xyz.device).clamp(max=n - 1)
+    _, _, has_next = chain_flags(lt)
+    bad_res = _residue_overlap(xyz, topology) > 0
+    bad = has_next & (bad_res | bad_res[nxt])                                              # peptide i: i, i+1
+    if not bool(bad.any()):
+        return xyz
+    tor = extract_torsions(xyz, lt)
+    pep, chi, ends = tor.angles()
+
+    def cost(built):
+        per = _residue_overlap(built, topology) + RESCUE_ANGLE_WEIGHT * n_ca_c_excess(built, lt, fraction=1.0)
+        return per + per[nxt]
+
+    best_turn = torch.zeros_like(pep)
+    best_cost = cost(xyz)
+    for k in range(1, 6):
+        turn = torch.where(bad, k * math.pi / 3, 0.0).to(pep.dtype)
+        trial = build_structure(xyz[:, 1], Torsions.from_angles(pep + turn, chi, ends), lt, limit_n_ca_c=False)
+        c = cost(trial)
+        take = bad & (c < best_cost - RESCUE_MIN_GAIN)
+        best_turn = torch.where(take, turn, best_turn)
+        best_cost = torch.where(take, c, best_cost)
+    if not bool((best_turn != 0).any()):
+        return xyz
+    return build_structure(xyz[:, 1], Torsions.from_angles(pep + best_turn, chi, ends), lt)
 
 
 def _overlap_score(xyz, topology):
