@@ -251,12 +251,8 @@ def _rescue_peptides(xyz, lt, topology):
 
 def _overlap_score(xyz, topology):
     """Sum of severe overlaps (Å beyond the limit of ``_overlap_candidates``) of every copy [copies]."""
-    pairs, limit = _overlap_candidates(xyz, topology, 0.0, reach=0.0)
-    flat = xyz.reshape(-1, 3)
-    excess = limit - torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
     copies, n = topology[1], topology[2]
-    return torch.zeros(copies, dtype=xyz.dtype, device=xyz.device).index_add_(0, pairs[:, 0] // (n * S_SLOTS),
-                                                                              excess.clamp(min=0))
+    return _residue_overlap(xyz, topology).view(copies, n).sum(1) / 2      # each pair counted at both residues
 
 
 def _disulfide_strain(flat, bonded):
