@@ -368,6 +368,37 @@ def test_clash_relief_on_built_structures_keeps_them_valid():
     assert move < 0.3, float(move)
 
 
+def test_relief_overlap_pairs_are_the_validity_metrics_in_every_copy():
+    """The relief's pair search (all copies of a packed layout in one tree, exclusions from tables) finds, at zero
+    margin and reach, exactly the severe overlaps of ``validity.severe_overlaps`` of each copy on its own, and none
+    between copies (the copies here lie on top of each other)."""
+    from latcpb.metrics.validity import severe_overlaps, validity_topology
+    from latcpb.model.latent_generator import tile_layout
+    from latcpb.model.refine import _overlap_candidates, _relief_topology
+
+    lt, xyz, _ = _real("tests/data/mini/T0922.pdb")
+    n = len(lt.restype)
+    gen = torch.Generator().manual_seed(3)
+    pep, chi, ends = extract_torsions(xyz, lt).angles()
+    frames = [build_structure(xyz[..., 1, :], Torsions.from_angles(
+        pep + (torch.rand(pep.shape, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(60),
+        (torch.rand(chi.shape, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi, ends), lt)[0]
+        for _ in range(3)]
+    built = torch.cat(frames)
+    packed = LayoutTensors(tile_layout(lt.layout, 3))
+    topology = _relief_topology(packed, torch.arange(3).repeat_interleave(n), built)
+    assert topology.copies == 3 and topology.n == n
+    pairs, _ = _overlap_candidates(built, topology, 0.0, reach=0.0)
+    topo = validity_topology(lt.restype.numpy(), lt.atom_mask.numpy(), np.arange(-1, n - 1))
+    found = {tuple(p) for p in pairs.tolist()}
+    expected = set()
+    for k in range(3):
+        metric = severe_overlaps(topo, built[k * n:(k + 1) * n].numpy())["pairs"]
+        assert len(metric) > 20, len(metric)                  # the random torsions made overlaps to find
+        expected |= {(a + k * n * 15, b + k * n * 15) for a, b in metric.tolist()}
+    assert found == expected
+
+
 def test_relief_rescue_turns_stuck_peptides_and_rotamers():
     """Peptides turned by 180 degrees and side chains in wrong rotamers are local minima that gradient relief
     cannot leave; the rescue (other peptide turns and chi1/chi2 rotamers, then more relief) ends with fewer

@@ -213,13 +213,19 @@ def limit_n_ca_c(ca, lt, units, axes, rotation):
                         + (ca - ca[..., nxt, :])[..., None, :], dim=-1)               # N_i+1 - CA_i+1
     cos_low, cos_high = torch.cos(mean - bound), torch.cos(mean + bound)               # [N]
     is_pro = (lt.restype == _PRO).tolist()
+    # only chains with a residue out of bounds are searched (the others keep their rotations: zero turns)
+    out_of_bounds = (bad & interior).reshape(-1, n).any(0)
+    chain_bad = torch.zeros(int(lt.chain_index.max()) + 1, dtype=torch.bool, device=ca.device)
+    chain_bad.index_put_((lt.chain_index,), out_of_bounds, accumulate=True)
+    search = (has_next & chain_bad[lt.chain_index]).tolist()
+    is_first = first.tolist()
     score, back = [], []
     for i in range(n):
-        if not bool(has_next[i]):
+        if not search[i]:
             score.append(None)
             back.append(None)
             continue
-        if bool(first[i]):
+        if is_first[i]:
             score.append(turn_cost.expand(*rot.shape[:-2], -1))
             back.append(None)
             continue

@@ -89,10 +89,11 @@ def build_backbone(ca, torsions: Torsions, lt, limit_n_ca_c=True, units=None, ax
     return torch.cat([torch.stack([n_atom, ca, c_atom, o_atom, cb], -2), xyz[..., 5:14, :], oxt[..., None, :]], -2)
 
 
-def close_proline_rings(xyz, chi, lt):
+def close_proline_rings(xyz, chi, lt, only=None):
     """xyz [..., N, 15, 3] Å with every proline's CG, CD set by the ring solver, nearest to its requested chi1, chi2
-    ((cos, sin) [..., N, 4, 2])."""
-    rows = torch.nonzero(lt.restype == _PRO).flatten()
+    ((cos, sin) [..., N, 4, 2]); ``only`` [N] bool: just these residues' prolines (the others keep xyz's ring)."""
+    pro = lt.restype == _PRO
+    rows = torch.nonzero(pro if only is None else pro & only).flatten()
     if len(rows):
         first, _, _ = bb.chain_flags(lt)
         chi = torch.atan2(chi[..., rows, :2, 1], chi[..., rows, :2, 0])

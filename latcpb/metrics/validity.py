@@ -286,6 +286,14 @@ def angle_deviation(topo: ValidityTopology, xyz: np.ndarray, ref_xyz: np.ndarray
             "residues": residues}
 
 
+def in_sorted(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """keys [K] -> [K] bool: which are in ``table`` (sorted, unique), by binary search (np.isin hashes both)."""
+    if len(table) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(table, keys).clip(max=len(table) - 1)
+    return table[at] == keys
+
+
 def severe_overlaps(topo: ValidityTopology, xyz: np.ndarray) -> dict:
     """Severe overlaps: pairs [P, 2] (flat slots), overlap [P] Å, residues [N] bool with one."""
     flat = xyz.reshape(-1, 3)
@@ -300,7 +308,7 @@ def severe_overlaps(topo: ValidityTopology, xyz: np.ndarray) -> dict:
         return {"pairs": np.zeros((0, 2), dtype=np.int64), "overlap": np.zeros(0), "residues": residues}
     pairs = np.sort(atoms[pairs], axis=1)
     n_slots = topo.n_residues * S
-    pairs = pairs[~np.isin(pairs[:, 0] * n_slots + pairs[:, 1], topo.excluded)]
+    pairs = pairs[~in_sorted(pairs[:, 0] * n_slots + pairs[:, 1], topo.excluded)]
     i, j = pairs[:, 0], pairs[:, 1]
     d = np.linalg.norm(flat[i] - flat[j], axis=-1)
     overlap = topo.radii[i] + topo.radii[j] - d
@@ -468,6 +476,15 @@ def score_validity(topo: ValidityTopology, xyz: np.ndarray, ref_xyz: np.ndarray 
     return out
 
 
+def chain_predecessors(chain_index) -> np.ndarray:
+    """[N] index of the residue bonded before each residue (-1 at chain starts) from chain labels [N]."""
+    chain = np.asarray(chain_index)
+    previous = np.full(len(chain), -1, dtype=np.int64)
+    same = chain[1:] == chain[:-1]
+    previous[1:][same] = np.arange(len(chain) - 1)[same]
+    return previous
+
+
 def structure_topology(atoms, source: str = "structure"):
     """(AllAtomMapping, ValidityTopology) of an all-atom AtomGroup as read by ``map_allatom`` (its chains and
     residues; disulfides from the current frame). ``mapping.slots(positions)`` gives the [N, S, 3] coordinates."""
@@ -475,10 +492,7 @@ def structure_topology(atoms, source: str = "structure"):
 
     mapping = map_allatom(atoms, source=source)
     layout = mapping.topology.layout
-    restype, chain = layout.restype, layout.chain_index
-    previous = np.full(len(restype), -1, dtype=np.int64)
-    same = chain[1:] == chain[:-1]
-    previous[1:][same] = np.arange(len(restype) - 1)[same]
+    restype, previous = layout.restype, chain_predecessors(layout.chain_index)
     xyz = mapping.slots(atoms.positions.astype(np.float64))
     topo = validity_topology(restype, mapping.present, previous, find_disulfides(xyz, mapping.present, restype))
     return mapping, topo

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -96,7 +97,7 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
 
 
 def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, margin=RELIEF_OVERLAP_MARGIN,
-                          rescue_steps=0):
+                          rescue_steps=0, topology=None):
     """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R],
     equal copies of one layout or a single one) -> the same with the builder's degrees of freedom turned by Adam
     steps against overlaps, restrained to their given values.
@@ -113,15 +114,14 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     more relief steps follow from there. Deterministic.
     """
     from latcpb.geometry.backbone import PeptideUnits, n_ca_c_excess, peptide_axes
-    from latcpb.geometry.sidechain import place_side_chains
-    from latcpb.geometry.structure import Torsions, build_backbone, build_structure, extract_torsions
+    from latcpb.geometry.structure import Torsions, build_structure, extract_torsions
 
     with torch.inference_mode(False), torch.enable_grad():
         lt = _plain_copy(lt)
         xyz, segment = xyz.clone(), segment.clone()
-        topology = _relief_topology(lt, segment, xyz)
+        topology = topology if topology is not None else _relief_topology(lt, segment, xyz)
         pairs, limit = _overlap_candidates(xyz, topology, margin)
-        bonded = topology[4]                                                                # [D, 2] SG, SG
+        bonded = topology.disulfides                                                        # [D, 2] SG, SG
         if pairs.numel() == 0 and bonded.numel() == 0:
             return xyz
         ca = xyz[:, 1]
@@ -136,21 +136,13 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
         n_res = max(1, len(ca))
 
         units, axes = PeptideUnits(ca, lt), peptide_axes(ca, lt)                            # fixed: CA is
-        ring = torch.zeros_like(lt.atom_mask)
-        ring[:, 5:7] = pro[:, None]                                                           # PRO CG, CD
+        ring = _proline_ring(lt)
 
         def torsions():
             return Torsions.from_angles(pep0 + d_pep, chi0 + d_chi * chi_free, ends0 + d_ends)
 
-        def trial():
-            """The structure of the current turns, cheaply: no N-CA-C limit, proline rings kept where they were
-            (the final structure is built by ``build_structure``, which applies both)."""
-            t = torsions()
-            out = place_side_chains(build_backbone(ca, t, lt, False, units, axes), lt.restype, t.chi)
-            return torch.where(ring[..., None], xyz, out).reshape(-1, 3)
-
         for step in range(steps):
-            flat = trial()
+            flat = _trial_build(xyz, torsions(), lt, units, axes, ring).reshape(-1, 3)
             if step and step % RELIEF_PAIRS_EVERY == 0:     # pairs that the moves so far brought close
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
@@ -167,9 +159,10 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
             if rescue_steps > 0:
                 swapped = _rescue_rotamers(out, lt, topology)
                 if swapped is not None:
-                    out = relieve_built_clashes(swapped, lt, segment, rescue_steps, lr, restraint, margin)
+                    out = relieve_built_clashes(swapped, lt, segment, rescue_steps, lr, restraint, margin,
+                                                topology=topology)
             worse = _overlap_score(out, topology) > _overlap_score(xyz, topology)          # [copies]
-            n = topology[2]
+            n = topology.n
             return torch.where(worse.repeat_interleave(n)[:, None, None], xyz, out)
 
 
@@ -218,8 +211,8 @@ def _rescue_peptides(xyz, lt, topology):
     """xyz [R, 15, 3] Å with every peptide next to a severe overlap turned about its CA-CA axis to the rotation,
     among turns of 60-300 degrees in 60-degree steps (and none), with the least overlap of its two residues plus
     ``RESCUE_ANGLE_WEIGHT`` x their N-CA-C excess beyond the builder's bound; side chains keep their chi."""
-    from latcpb.geometry.backbone import chain_flags, n_ca_c_excess
-    from latcpb.geometry.structure import Torsions, build_backbone, build_structure, chi_torsions, extract_torsions
+    from latcpb.geometry.backbone import PeptideUnits, chain_flags, n_ca_c_excess, peptide_axes
+    from latcpb.geometry.structure import Torsions, build_structure, close_proline_rings, extract_torsions
 
     n = len(lt.restype)
     nxt = torch.arange(1, n + 1, device=xyz.device).clamp(max=n - 1)
@@ -237,21 +230,42 @@ def _rescue_peptides(xyz, lt, topology):
 
     best_turn = torch.zeros_like(pep)
     best_cost = cost(xyz)
+    ca, ring = xyz[:, 1], _proline_ring(lt)
+    units, axes = PeptideUnits(ca, lt), peptide_axes(ca, lt)
+    moved = bad | bad[(torch.arange(n, device=xyz.device) - 1).clamp(min=0)]          # residues a turn rebuilds
     for k in range(1, 6):
         turn = torch.where(bad, k * math.pi / 3, 0.0).to(pep.dtype)
-        trial = build_structure(xyz[:, 1], Torsions.from_angles(pep + turn, chi, ends), lt, limit_n_ca_c=False)
+        t = Torsions.from_angles(pep + turn, chi, ends)
+        trial = close_proline_rings(_trial_build(xyz, t, lt, units, axes, ring), t.chi, lt, only=moved)
         c = cost(trial)
         take = bad & (c < best_cost - RESCUE_MIN_GAIN)
         best_turn = torch.where(take, turn, best_turn)
         best_cost = torch.where(take, c, best_cost)
     if not bool((best_turn != 0).any()):
         return xyz
-    return build_structure(xyz[:, 1], Torsions.from_angles(pep + best_turn, chi, ends), lt)
+    return build_structure(ca, Torsions.from_angles(pep + best_turn, chi, ends), lt)
+
+
+def _proline_ring(lt):
+    """[R, 15] bool: the CG, CD slots of every proline (kept from the input by ``_trial_build``)."""
+    ring = torch.zeros_like(lt.atom_mask)
+    ring[:, 5:7] = (lt.restype == rc.RESTYPE_INDEX["PRO"])[:, None]
+    return ring
+
+
+def _trial_build(xyz, torsions, lt, units, axes, ring):
+    """The structure of ``torsions`` on the CA of xyz [R, 15, 3] Å, cheaply: no N-CA-C limit, and the proline rings
+    (``ring``) kept from xyz instead of closed again (a final ``build_structure`` applies both)."""
+    from latcpb.geometry.sidechain import place_side_chains
+    from latcpb.geometry.structure import build_backbone
+
+    built = build_backbone(xyz[:, 1], torsions, lt, False, units, axes)
+    return torch.where(ring[..., None], xyz, place_side_chains(built, lt.restype, torsions.chi))
 
 
 def _overlap_score(xyz, topology):
     """Sum of severe overlaps (Å beyond the limit of ``_overlap_candidates``) of every copy [copies]."""
-    copies, n = topology[1], topology[2]
+    copies, n = topology.copies, topology.n
     return _residue_overlap(xyz, topology).view(copies, n).sum(1) / 2      # each pair counted at both residues
 
 
@@ -270,12 +284,26 @@ def _disulfide_strain(flat, bonded):
     return (strain + (bond_angle(flat[bonded[:, 1] - 1], b, a) - ideal).abs()).sum()
 
 
-def _relief_topology(lt, segment, xyz):
-    """(ValidityTopology of one copy, copies, residues per copy, keys of the disulfide SG pairs (flat slots
-    i * n * 15 + j of one copy, i < j), disulfide SG pairs [D, 2] of the packed system) of a packed layout made of
-    equal copies (frames of one system; otherwise the whole packed system is one copy). Two CYS whose SG lie closer
-    than ``DISULFIDE_CAPTURE`` Å in xyz [R, 15, 3] Å form a disulfide: relief then pulls it to ideal geometry
-    instead of pushing its SG apart."""
+class ReliefTopology(NamedTuple):
+    """What relief needs of a packed layout of ``copies`` equal copies of ``n`` residues (``_relief_topology``).
+
+    validity: ``ValidityTopology`` of one copy; near_excluded [n*15, 30] bool: local flat slot a, slot b - 15 *
+    (a // 15) of the same or next residue -> the pair is at most three bonds apart (``validity.excluded`` as a
+    table); other_excluded: sorted keys a * n*15 + b (a < b) of the other excluded pairs and of the disulfide SG
+    pairs; disulfides [D, 2]: disulfide SG pairs (flat slots of the packed system)."""
+
+    validity: object
+    copies: int
+    n: int
+    near_excluded: object
+    other_excluded: object
+    disulfides: torch.Tensor
+
+
+def _relief_topology(lt, segment, xyz) -> ReliefTopology:
+    """``ReliefTopology`` of a packed layout made of equal copies (frames of one system; otherwise the whole packed
+    system is one copy). Two CYS whose SG lie closer than ``DISULFIDE_CAPTURE`` Å in xyz [R, 15, 3] Å form a
+    disulfide: relief then pulls it to ideal geometry instead of pushing its SG apart."""
     import numpy as np
 
     from latcpb.metrics import validity as V
@@ -286,49 +314,57 @@ def _relief_topology(lt, segment, xyz):
     restype = lt.restype.cpu().numpy()
     if n * copies != n_total or not (restype.reshape(copies, n) == restype[:n]).all():
         copies, n = 1, n_total
-    chain = lt.chain_index[:n].cpu().numpy()
-    previous = np.full(n, -1, dtype=np.int64)
-    same = chain[1:] == chain[:-1]
-    previous[1:][same] = np.arange(n - 1)[same]
-    topo = V.validity_topology(restype[:n], lt.atom_mask[:n].cpu().numpy(), previous)
+    present = lt.atom_mask[:n].cpu().numpy()
+    topo = V.validity_topology(restype[:n], present, V.chain_predecessors(lt.chain_index[:n].cpu().numpy()))
     coords = xyz.detach().reshape(copies, n, S_SLOTS, 3).cpu().numpy()
     keys, bonded = [], []
     for k in range(copies):
-        pairs = V.find_disulfides(coords[k], lt.atom_mask[:n].cpu().numpy(), restype[:n], DISULFIDE_CAPTURE)
+        pairs = V.find_disulfides(coords[k], present, restype[:n], DISULFIDE_CAPTURE)
         sg = pairs * S_SLOTS + 5
         keys.append(sg[:, 0] * (n * S_SLOTS) + sg[:, 1])
         bonded.append(sg + k * n * S_SLOTS)
     bonded = torch.as_tensor(np.concatenate(bonded).reshape(-1, 2), dtype=torch.long, device=xyz.device)
-    return topo, copies, n, np.unique(np.concatenate(keys)), bonded
+    first, second = np.divmod(topo.excluded, n * S_SLOTS)
+    offset = second - (first // S_SLOTS) * S_SLOTS
+    near = offset < 2 * S_SLOTS
+    table = np.zeros((n * S_SLOTS, 2 * S_SLOTS), dtype=bool)
+    table[first[near], offset[near]] = True
+    other = np.unique(np.concatenate([topo.excluded[~near], *keys]))
+    return ReliefTopology(topo, copies, n, table, other, bonded)
 
 
 def _overlap_candidates(xyz, topology, margin, reach=RELIEF_PAIR_REACH):
     """Atom pairs [P, 2] (flat slots of the packed system xyz [R, 15, 3] Å) that relief keeps apart, and their least
     distance [P] Å: the van der Waals sum less ``SEVERE_OVERLAP``, plus ``margin`` (donor-acceptor pairs:
     ``HBOND_OVERLAP_DISTANCE`` plus ``margin``). Pairs are those of the validity metric (more than three bonds
-    apart) now within their least distance + ``reach`` Å, found copy by copy (``_relief_topology``)."""
+    apart) now within their least distance + ``reach`` Å, within each copy (``ReliefTopology``)."""
     import numpy as np
     from scipy.spatial import cKDTree
 
     from latcpb.metrics import validity as V
 
-    topo, copies, n, disulfide_keys, _ = topology
+    topo, copies, n = topology.validity, topology.copies, topology.n
     radius = 2 * max(V.VDW_RADII.values()) - V.SEVERE_OVERLAP + margin + reach
-    coords = xyz.detach().reshape(copies, n * S_SLOTS, 3).cpu().numpy()
-    pairs, limits = [], []
-    for k in range(copies):
-        found = cKDTree(coords[k][topo.atoms]).query_pairs(radius, output_type="ndarray")
-        local = np.sort(topo.atoms[found].reshape(-1, 2), axis=1)
-        key = local[:, 0] * (n * S_SLOTS) + local[:, 1]
-        local = local[~np.isin(key, topo.excluded) & ~np.isin(key, disulfide_keys)]
-        a, b = local[:, 0], local[:, 1]
-        hbond = (topo.donor[a] & topo.acceptor[b]) | (topo.donor[b] & topo.acceptor[a])
-        least = np.where(hbond, V.HBOND_OVERLAP_DISTANCE, topo.radii[a] + topo.radii[b] - V.SEVERE_OVERLAP) + margin
-        near = np.linalg.norm(coords[k][a] - coords[k][b], axis=-1) < least + reach
-        pairs.append(local[near] + k * n * S_SLOTS)
-        limits.append(least[near])
-    return (torch.as_tensor(np.concatenate(pairs), dtype=torch.long, device=xyz.device),
-            torch.as_tensor(np.concatenate(limits), dtype=xyz.dtype, device=xyz.device))
+    coords = xyz.detach().reshape(copies, n * S_SLOTS, 3).cpu().numpy().astype(np.float64)[:, topo.atoms]
+    # all copies in one tree, each shifted along x beyond the reach of the others
+    span = float(np.ptp(coords[..., 0])) + 2 * radius + 1.0 if coords.size else 1.0
+    shifted = (coords + (span * np.arange(copies))[:, None, None] * np.array([1.0, 0.0, 0.0])).reshape(-1, 3)
+    found = cKDTree(shifted).query_pairs(radius, output_type="ndarray")
+    f0, f1 = np.ascontiguousarray(found[:, 0]), np.ascontiguousarray(found[:, 1])
+    m = len(topo.atoms)
+    i, j = topo.atoms[f0 % m], topo.atoms[f1 % m]
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    hbond = (topo.donor[a] & topo.acceptor[b]) | (topo.donor[b] & topo.acceptor[a])
+    least = np.where(hbond, V.HBOND_OVERLAP_DISTANCE, topo.radii[a] + topo.radii[b] - V.SEVERE_OVERLAP) + margin
+    step = np.take(shifted, f0, axis=0) - np.take(shifted, f1, axis=0)
+    keep = np.einsum("ij,ij->i", step, step) < (least + reach) ** 2
+    offset = b - (a // S_SLOTS) * S_SLOTS
+    close = offset < 2 * S_SLOTS
+    keep[close] &= ~topology.near_excluded[a[close], offset[close]]
+    keep[keep] &= ~V.in_sorted(a[keep] * (n * S_SLOTS) + b[keep], topology.other_excluded)
+    pairs = np.stack([a[keep], b[keep]], 1) + (f0[keep] // m * (n * S_SLOTS))[:, None]
+    return (torch.as_tensor(pairs, dtype=torch.long, device=xyz.device),
+            torch.as_tensor(least[keep], dtype=xyz.dtype, device=xyz.device))
 
 
 def _plain_copy(lt):
