@@ -70,14 +70,16 @@ def _method_name(model: str, temperature=None) -> str:
     return name if temperature is None else f"{name}-T{temperature:g}"
 
 
-def run_latcpb(model: str, ref_entries, max_frames, samples, batch_size, device, seed, temperature=None):
+def run_latcpb(model: str, ref_entries, max_frames, samples, batch_size, device, seed, temperature=None,
+               relief_steps=None):
     """Backmap every entry with one LatCPB model; yields (entry name, gen Universe, seconds, frames).
-    ``temperature``: sample the model's learned distribution (``--temperature``) instead of its mode-seeking default."""
+    ``temperature``: sample the model's learned distribution (``--temperature``) instead of its mode-seeking default;
+    ``relief_steps``: clash-relief steps (``--relief-steps``; the model's default when None)."""
     import latcpb
 
     t0 = time.perf_counter()
     bm = latcpb.Backmapper(model=None if model == "default" else model, samples=samples, seed=seed,
-                           device=device, batch_size=batch_size, temperature=temperature)
+                           device=device, batch_size=batch_size, temperature=temperature, relief_steps=relief_steps)
     load_s = time.perf_counter() - t0
     warm = True
     for entry in ref_entries:
@@ -389,6 +391,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    p.add_argument("--relief-steps", type=int, default=None,
+                   help="clash-relief steps of the LatCPB models (latcpb-backmap --relief-steps; model default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parent / "BENCHMARKS.md")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "latcpb-bench" / "pulchra",
@@ -432,7 +436,7 @@ def main(argv=None):
             runs = run_pulchra(ref_entries, args.max_frames, args.cache)
         else:
             runs = run_latcpb(model, ref_entries, args.max_frames, args.samples, args.batch_size, args.device,
-                              args.seed, temperature)
+                              args.seed, temperature, args.relief_steps)
         per_entry[name] = score_method(name, runs, args.samples, args.out)
     notes = []
     if any(m in ("default", "latcpb") for m in args.models):

@@ -79,7 +79,7 @@ def worker(args) -> dict:
     base = u.atoms.positions.astype(np.float32)
     t = time.perf_counter()
     bm = latcpb.Backmapper(model=None if args.model == "default" else args.model, device=args.device,
-                           batch_size=args.batch_size, seed=0)
+                           batch_size=args.batch_size, seed=0, relief_steps=args.relief_steps)
     plan = bm.plan(u.atoms, source=f"{args.residues} residues")
     load_s = time.perf_counter() - t
     out = {"model": args.model, "residues": args.residues, "batch_size": args.batch_size, "device": args.device,
@@ -137,6 +137,8 @@ def run_case(args, model, residues, batch, mode="batch") -> dict:
            "--batch-size", str(batch), "--device", args.device, "--threads", str(args.threads),
            "--min-seconds", str(args.min_seconds), "--max-calls", str(args.max_calls), "--mode", mode,
            "--data", str(args.data), "--frame-counts", *map(str, args.frame_counts)]
+    if args.relief_steps is not None:
+        cmd += ["--relief-steps", str(args.relief_steps)]
     t = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -208,6 +210,7 @@ def main(argv=None):
     p.add_argument("--frames-residues", type=int, default=100, help="system size of the frame-count study")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--relief-steps", type=int, default=None, help="clash-relief steps (model default when omitted)")
     p.add_argument("--min-seconds", type=float, default=2.0)
     p.add_argument("--max-calls", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300.0, help="per case (s)")

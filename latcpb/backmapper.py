@@ -122,7 +122,8 @@ class Backmapper:
     trace that one can (``latcpb.geometry.ca_trace.refine_ca_trace``; atomistic traces are kept bit for bit; the
     move per frame is in ``FrameBatch.trace_move`` and summed up in one note), True keeps the beads exact as the
     output's CA atoms, invalid chemistry included (a note counts such frames); note: called with one-line notes
-    (default: print to stderr); options (e.g. steps, temperature) go to the generator.
+    (default: print to stderr); options (e.g. steps, temperature, relief_steps: clash-relief steps, 0 = off) go to
+    the generator.
     """
 
     def __init__(self, model=None, samples=1, seed=None, device=None, batch_size=32, idealize="standard",
@@ -131,6 +132,8 @@ class Backmapper:
             raise LatcpbInputError(f"--samples {samples}: must be at least 1")
         if batch_size < 1:
             raise LatcpbInputError(f"--batch-size {batch_size}: must be at least 1")
+        if options.get("relief_steps") is not None and int(options["relief_steps"]) < 0:
+            raise LatcpbInputError(f"--relief-steps {options['relief_steps']}: must be 0 or more")
         self.device = resolve_device(device)
         self.generator = load_generator(model, self.device)
         if idealize not in IDEALIZE_MODES:

@@ -174,7 +174,8 @@ def test_hydrogens_without_relax(tmp_path, trp):
     run_bad(tmp_path, [trp["top"], "--hydrogens"], ["--hydrogens", "--relax"], out_name="aa.pdb")
 
 
-@pytest.mark.parametrize("option,value", [("--samples", "0"), ("--batch-size", "0"), ("--start", "100")])
+@pytest.mark.parametrize("option,value", [("--samples", "0"), ("--batch-size", "0"), ("--start", "100"),
+                                          ("--relief-steps", "-1")])
 def test_bad_numbers(tmp_path, trp, option, value):
     run_bad(tmp_path, [trp["traj"], "--top", trp["top"], option, value], [option.lstrip("-").split("-")[0]])
 

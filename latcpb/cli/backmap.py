@@ -39,6 +39,10 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
               "(frame 0 sample 1..N, then frame 1 ...) and share its time, step and box.")
 @click.option("--steps", default=None, type=int, help="Sampler steps (model default when omitted).")
 @click.option("--temperature", default=None, type=float, help="Noise scale of sampling (model default).")
+@click.option("--relief-steps", default=None, type=int,
+              help="Clash-relief steps on the built structure (model default, 80 + 20 after a rotamer rescue, when "
+              "omitted). 0 = none: about 5x faster at 100 residues, with far more atom overlaps (val: 162 against 6 "
+              "per 1000 atoms); bonds, angles and rings stay ideal either way.")
 @click.option("--seed", default=None, type=int, help="Random seed: the same seed gives identical output on the CPU.")
 @click.option("--idealize", default="standard", show_default=True, type=click.Choice(["standard", "full", "none"]),
               help="Impose ideal geometry on the output: bond lengths, planar peptide units (cis where the CA trace "
@@ -74,8 +78,8 @@ from latcpb.io.trajectory_writer import AtomicWriter, check_output_path, topolog
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, keep_beads, model, samples, steps,
-         temperature, seed, idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield, solvent,
-         platform, report, output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work,
+         temperature, relief_steps, seed, idealize, batch_size, device, start, stop, step, relax, hydrogens, forcefield,
+         solvent, platform, report, output_dir, manifest, workers, scheduler, block_frames, resume, work_dir, keep_work,
          fail_fast, quiet, debug):
     """Backmap CG_TRAJ_OR_STRUCTURE (with --top for a trajectory) to heavy atoms and write OUTPUT.
 
@@ -101,7 +105,8 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, k
         universe = load_universe(topology, cg_input) if topology else load_universe(cg_input)
         backmapper = Backmapper(model=model, samples=samples, seed=seed, device=device, batch_size=batch_size,
                                 idealize=idealize, skip_unknown=skip_unknown, beads_as_ca=beads_as_ca, wrap=wrap,
-                                keep_beads=keep_beads, note=_note, steps=steps, temperature=temperature)
+                                keep_beads=keep_beads, note=_note, steps=steps, temperature=temperature,
+                                relief_steps=relief_steps)
         writer = topology_writer = None
         relaxer = None
         reports = []
@@ -159,7 +164,8 @@ def main(cg_inputs, topology, output, select, skip_unknown, beads_as_ca, wrap, k
                 select=select, start=start, stop=stop, step=step, seed=seed, block_frames=block_frames,
                 resume=resume, work_dir=work_dir, keep_work=keep_work, model=model, samples=samples,
                 device=device, batch_size=batch_size, idealize=idealize, skip_unknown=skip_unknown,
-                beads_as_ca=beads_as_ca, wrap=wrap, keep_beads=keep_beads, steps=steps, temperature=temperature)
+                beads_as_ca=beads_as_ca, wrap=wrap, keep_beads=keep_beads, steps=steps, temperature=temperature,
+                relief_steps=relief_steps)
 
     run_reporting_errors("latcpb-backmap", debug, body)
 

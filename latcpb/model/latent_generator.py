@@ -62,9 +62,11 @@ class LatentDiffusionGenerator:
         model, state = model_from_checkpoint(str(path), map_location="cpu")
         return cls(model, state["config"], device)
 
-    def generate(self, ca, lt, samples=1, rng=None, steps=None, temperature=None, eta=None):
+    def generate(self, ca, lt, samples=1, rng=None, steps=None, temperature=None, eta=None, relief_steps=None):
         """ca [B, N, 3] Å tensor; lt: LayoutTensors of the N residues -> [B * samples, N, 15, 3] Å, frame-major
-        (frame 0 sample 0, frame 0 sample 1, ...). ``rng``: torch.Generator (same seed -> same output)."""
+        (frame 0 sample 0, frame 0 sample 1, ...). ``rng``: torch.Generator (same seed -> same output).
+        ``relief_steps``: clash-relief steps (None: the model's ``inference`` setting; 0: no relief and no rescue,
+        faster and with more overlaps; a built structure stays valid chemistry either way)."""
         mode = self.inference.get("sample_mode", "ddim")
         if temperature is None and samples == 1:
             mode = self.inference.get("single_mode", "ddim")
@@ -93,7 +95,7 @@ class LatentDiffusionGenerator:
                 fit = not dofs and self.inference.get("structure_builder", True)
                 built = dofs or fit
                 relief = int(self.inference.get("built_relief_steps", BUILT_RELIEF_STEPS) if built
-                             else self.inference.get("refine_steps", 0))
+                             else self.inference.get("refine_steps", 0)) if relief_steps is None else int(relief_steps)
                 xyz = self.model.sample_coordinates(part.reshape(f * n, 3), tiled_cache[f], segment, mode=mode,
                                                     steps=steps, temperature=float(temperature), eta=float(eta),
                                                     generator=rng, refine_steps=0 if built else relief)
