@@ -130,14 +130,20 @@ class Relaxer:
         self.context = None
 
     # -- set-up ---------------------------------------------------------------------------------------------
-    def prepare(self, xyz=None):
+    def prepare(self, xyz=None, defer_degenerate=False):
         """Set up (hydrogens, System, restraint, Context) from reference positions ``xyz`` [A, 3] Å of ``atoms``
-        (default: their current positions). Frames relaxed afterwards do not depend on which frame came first."""
+        (default: their current positions). Frames relaxed afterwards do not depend on which frame came first.
+        ``defer_degenerate``: where the reference geometry admits no hydrogens (``DegenerateGeometryError``), leave
+        the set-up to the first relaxed frame that admits them instead of raising."""
         xyz = np.asarray(self.atoms.positions if xyz is None else xyz, dtype=np.float64)
         heavy = self.hs.positions(xyz)
         if not np.isfinite(heavy).all():
             raise LatcpbInputError(f"{self.source}: non-finite reference coordinates for the OpenMM set-up")
-        self._setup(heavy)
+        try:
+            self._setup(heavy)
+        except DegenerateGeometryError:
+            if not defer_degenerate:
+                raise
         return self
 
     def _setup(self, heavy: np.ndarray):
@@ -427,10 +433,7 @@ def relax_block(topology, positions, times=None, dimensions=None, frames=None, h
     if relaxer is None:
         u = _read_structure(topology)
         relaxer = Relaxer(u.atoms, source=_source_name(u.atoms) if text is None else "topology", **relax_options)
-        try:
-            relaxer.prepare()
-        except DegenerateGeometryError:
-            pass  # the first frame that allows it sets up instead
+        relaxer.prepare(defer_degenerate=True)
         _WORKER_RELAXERS.clear()  # one system per worker at a time
         _WORKER_RELAXERS[key] = relaxer
     heavy, full, reports = relaxer.relax_positions(positions, frames, times)
