@@ -421,3 +421,36 @@ def test_relief_rescue_turns_stuck_peptides_and_rotamers():
     check_valid(rescued[None], lt)
     assert torch.equal(rescued[:, 1], built[:, 1])
     assert count(rescued) < count(plain) <= count(built), (count(built), count(plain), count(rescued))
+
+
+def test_relief_leaves_no_side_chain_eclipsed_between_rotamer_wells():
+    """A decoder that regresses chi puts an uncertain side chain between two rotamer wells (e.g. chi1 -120 degrees,
+    between -60 and 180). Relief carries each chi's intrinsic torsion strain (``rc.CHI_PERIODICITY``): from real
+    T0922 side chains turned to eclipsed chi (5 degrees off, both ways), no torsion with a profile stays eclipsed,
+    at least 90 % end within 30 degrees of a minimum (the rest held by overlaps), and the structure stays valid
+    chemistry on the same CA trace."""
+    from latcpb.model.refine import relieve_built_clashes
+
+    lt, xyz, _ = _real("tests/data/mini/T0922.pdb")
+    n = len(lt.restype)
+    pep, chi, ends = extract_torsions(xyz, lt).angles()
+    period = torch.as_tensor(rc.RESTYPE_CHI_PERIODICITY)[lt.restype].to(chi.dtype)   # [N, 4]
+    strained = period > 0
+    step = 2 * math.pi / period.clamp(min=1)
+    # the eclipsed angle (a maximum of the strain) nearest each real chi, 5 degrees to either side
+    nudge = torch.where(torch.arange(n)[:, None] % 2 == 0, 1.0, -1.0) * math.radians(5.0)
+    eclipsed = torch.round(chi / step) * step + nudge
+    chi_e = torch.where(strained, eclipsed, chi)
+    built = build_structure(xyz[..., 1, :], Torsions.from_angles(pep, chi_e, ends), lt)[0]
+
+    def off_minimum(x):   # [N, 4] rad from the nearest strain minimum (0 where the chi has no profile)
+        c = torch.atan2(*extract_torsions(x, lt).chi.unbind(-1)[::-1])
+        return torch.where(strained, (c / step - 0.5 - torch.round(c / step - 0.5)).abs() * step, 0.0)
+
+    assert (off_minimum(built)[strained] > math.radians(50)).all()
+    relieved = relieve_built_clashes(built, lt, torch.zeros(n, dtype=torch.long), steps=80)
+    check_valid(relieved[None], lt)
+    assert torch.equal(relieved[:, 1], built[:, 1])
+    left = off_minimum(relieved)[strained]
+    assert (left < math.radians(55)).all(), float(left.max())       # none left eclipsed
+    assert float((left < math.radians(30)).double().mean()) >= 0.9, int((left >= math.radians(30)).sum())

@@ -108,6 +108,16 @@ CHI_ATOMS = {
     "VAL": [("N", "CA", "CB", "CG1")],
 }
 
+# Intrinsic torsion profile of each chi: 3 where the bond joins two sp3 atoms (staggered minima at 60, 180 and -60
+# degrees, eclipsed maxima at 0 and +-120), 2 for the bond to a symmetric aromatic ring (PHE, TYR chi2: minima at
+# +-90), 0 where the profile is broad (bonds to carboxylates, amides, imidazole, indole, ARG NE) or the torsion is
+# held by a ring (PRO).
+CHI_PERIODICITY = {
+    "ALA": (), "ARG": (3, 3, 3, 0), "ASN": (3, 0), "ASP": (3, 0), "CYS": (3,), "GLN": (3, 3, 0), "GLU": (3, 3, 0),
+    "GLY": (), "HIS": (3, 0), "ILE": (3, 3), "LEU": (3, 3), "LYS": (3, 3, 3, 3), "MET": (3, 3, 3), "PHE": (3, 2),
+    "PRO": (0, 0), "SER": (3,), "THR": (3,), "TRP": (3, 0), "TYR": (3, 2), "VAL": (3,),
+}
+
 # Bond lengths (Å) to the bonded parent, Engh & Huber (1991, 2001). Backbone values first, then overrides.
 BACKBONE_BONDS = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-OXT": 1.249, "C-N": 1.329, "CA-CB": 1.530}
 BOND_OVERRIDES = {
@@ -260,6 +270,18 @@ def _derive_symmetry():
 
 
 RESTYPE_SYMMETRY_TORSION, RESTYPE_SYMMETRY_CENTRE, RESTYPE_SYMMETRY_SWAP = _derive_symmetry()
+
+
+def _derive_chi_periodicity():
+    """RESTYPE_CHI_PERIODICITY [20, 4] int: ``CHI_PERIODICITY`` as an array (0 beyond the residue's chi count)."""
+    period = np.zeros((N_RESTYPES, 4), dtype=np.int64)
+    for r, resname in enumerate(RESTYPES):
+        assert len(CHI_PERIODICITY[resname]) == len(CHI_ATOMS[resname]), resname
+        period[r, :len(CHI_PERIODICITY[resname])] = CHI_PERIODICITY[resname]
+    return period
+
+
+RESTYPE_CHI_PERIODICITY = _derive_chi_periodicity()
 
 
 def _derive_torsion_groups():

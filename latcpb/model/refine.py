@@ -27,6 +27,7 @@ RELIEF_OVERLAP_MARGIN = 0.15  # Å: built-structure relief keeps pairs this far 
 RELIEF_PAIR_REACH = 1.0       # Å: pairs this close to their limit take part ...
 RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
 RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
+RELIEF_TORSION_WEIGHT = 0.25  # per fully eclipsed chi (rc.CHI_PERIODICITY), against Å of overlap
 DISULFIDE_CAPTURE = 3.0       # Å: CYS SG pairs closer than this become disulfides under relief ...
 DISULFIDE_BOND = 2.04         # Å: ... pulled to this SG-SG length (and CB-SG-SG to Engh & Huber)
 RESCUE_MIN_GAIN = 0.1         # Å of overlap a rotamer swap or peptide turn must remove to be taken
@@ -107,7 +108,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     by the structure builder at every step, so every bond length, angle, ring and planar group stays ideal
     and the CA trace is kept exactly. The overlaps are those of ``latcpb.metrics.validity.severe_overlaps`` (every
     heavy-atom pair more than three bonds apart, in one residue, neighbours and chain ends too, against their van
-    der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. Two CYS whose
+    der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. Every chi also
+    carries its intrinsic torsion strain (``_torsion_strain``: sp3-sp3 bonds staggered, PHE/TYR rings perpendicular),
+    so no side chain is left eclipsed between two rotamer wells (where a decoder's mean prediction falls). Two CYS whose
     SG lie within ``DISULFIDE_CAPTURE`` Å are pulled to an ideal disulfide instead. A frame whose overlaps would grow
     keeps its input. ``rescue_steps`` > 0: afterwards, side chains still in a severe overlap try other rotamers
     (``_rescue_rotamers``: chi1, chi2 turned by 0/120/240 degrees, the least overlap kept), then ``rescue_steps``
@@ -122,13 +125,14 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
         topology = topology if topology is not None else _relief_topology(lt, segment, xyz)
         pairs, limit = _overlap_candidates(xyz, topology, margin)
         bonded = topology.disulfides                                                        # [D, 2] SG, SG
-        if pairs.numel() == 0 and bonded.numel() == 0:
-            return xyz
-        ca = xyz[:, 1]
-        pep0, chi0, ends0 = extract_torsions(xyz, lt).angles()
         pro = lt.restype == rc.RESTYPE_INDEX["PRO"]
         chi_free = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype]
                     & ~pro[:, None]).to(xyz.dtype)                                          # [R, 4]
+        period = torch.as_tensor(rc.RESTYPE_CHI_PERIODICITY, device=xyz.device)[lt.restype].to(xyz.dtype) * chi_free
+        if pairs.numel() == 0 and bonded.numel() == 0 and not bool((period > 0).any()):
+            return xyz
+        ca = xyz[:, 1]
+        pep0, chi0, ends0 = extract_torsions(xyz, lt).angles()
         d_pep = torch.zeros_like(pep0, requires_grad=True)                                 # [R] rad
         d_chi = torch.zeros_like(chi0, requires_grad=True)                                 # [R, 4] rad
         d_ends = torch.zeros_like(ends0, requires_grad=True)                               # [R, 3] rad
@@ -147,7 +151,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
             angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
-            loss = torch.relu(limit - d).sum() / n_res + angle + _disulfide_strain(flat, bonded) / n_res + restraint * (
+            strain = (RELIEF_TORSION_WEIGHT * _torsion_strain(chi0 + d_chi, period).sum()
+                      + torch.relu(limit - d).sum() + _disulfide_strain(flat, bonded)) / n_res
+            loss = strain + angle + restraint * (
                 (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
                 + (1 - torch.cos(d_ends)).mean())
             opt.zero_grad()
@@ -267,6 +273,12 @@ def _overlap_score(xyz, topology):
     """Sum of severe overlaps (Å beyond the limit of ``_overlap_candidates``) of every copy [copies]."""
     copies, n = topology.copies, topology.n
     return _residue_overlap(xyz, topology).view(copies, n).sum(1) / 2      # each pair counted at both residues
+
+
+def _torsion_strain(chi, period):
+    """Intrinsic strain of chi [R, 4] rad with profile ``period`` [R, 4] (``rc.RESTYPE_CHI_PERIODICITY``, 0: none):
+    (1 + cos(period * chi)) / 2, 0 at the staggered (or ring-perpendicular) minima, 1 where eclipsed [R, 4]."""
+    return torch.where(period > 0, (1 + torch.cos(period * chi)) / 2, torch.zeros_like(chi))
 
 
 def _disulfide_strain(flat, bonded):
