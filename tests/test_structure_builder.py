@@ -454,3 +454,81 @@ def test_relief_leaves_no_side_chain_eclipsed_between_rotamer_wells():
     left = off_minimum(relieved)[strained]
     assert (left < math.radians(55)).all(), float(left.max())       # none left eclipsed
     assert float((left < math.radians(30)).double().mean()) >= 0.9, int((left >= math.radians(30)).sum())
+
+
+def _backbone_with(phi, psi):
+    """N, CA, C [N, 15, 3] Å (other slots at CA) of a chain with the given phi, psi [N] rad (omega 180, ideal bonds
+    and angles), placed atom by atom."""
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    pts = [t([0.0, 1.458, 0.0]), t([0.0, 0.0, 0.0]), t([1.525, 0.0, 0.0])]       # N, CA, C of residue 0
+    for k in range(1, len(phi)):
+        for bond, angle, torsion in ((1.329, 116.2, psi[k - 1]), (1.458, 121.7, t(math.pi)), (1.525, 111.0, phi[k])):
+            pts.append(place_atom_angles(pts[-3], pts[-2], pts[-1], t(bond), torch.deg2rad(t(angle)), torsion))
+    bb3 = torch.stack(pts).view(len(phi), 3, 3)
+    return torch.cat([bb3, bb3[:, 1:2].expand(-1, 12, -1)], 1)
+
+
+def test_rama_strain_is_zero_where_the_wells_allow_and_grows_with_the_distance_outside():
+    """Relief's Ramachandran term reads the wells fitted on train: at the centre of every bin it is 0 where the bin
+    is allowed (density at or above the allowed level) and at least one bin (10 degrees) elsewhere, growing by at most
+    one per bin stepped away (a distance); chain ends score 0."""
+    from latcpb.metrics import wells as W
+    from latcpb.model.refine import _rama_strain, _rama_tables
+
+    n = 60
+    lt = LayoutTensors(ResidueLayout.from_chains(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)))
+    far = _rama_tables("cpu", torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    inner = torch.arange(1, n - 1)
+    for k, name in enumerate(W.RAMA_CLASSES):
+        density, levels = W.load_wells()["rama"][name]
+        allowed = torch.as_tensor(density >= levels["allowed"])
+        assert torch.equal(far[k] == 0, allowed)
+        assert (far[k][~allowed] >= 1).all()
+        step = torch.maximum((far[k] - far[k].roll(1, 0)).abs().max(), (far[k] - far[k].roll(1, 1)).abs().max())
+        assert step <= 1 + 1e-9                                      # 1-Lipschitz across bins, the grid periodic
+        i, j = torch.randint(0, 36, (2, n), generator=gen)
+        xyz = _backbone_with(torch.deg2rad(-175.0 + 10.0 * i), torch.deg2rad(-175.0 + 10.0 * j))
+        got = _rama_strain(xyz, lt, torch.full((n,), k), far)
+        assert torch.allclose(got[inner], far[k][i, j][inner], atol=1e-6), name
+        assert got[0] == 0 and got[-1] == 0
+        assert (got[inner] > 0).any() and (got[inner] == 0).any()      # both kinds of bin were drawn
+
+
+def test_relief_turns_peptides_out_of_ramachandran_outliers(monkeypatch):
+    """Peptides of real T0922 turned by 30-60 degrees (4 frames, packed) put residues outside the Ramachandran
+    wells; relief with its Ramachandran term (the wells fitted on train) leaves at most a fifth of them and fewer than
+    relief without the term, with valid chemistry on the same CA trace."""
+    from latcpb.metrics import wells as W
+    from latcpb.metrics.torsions import backbone_torsions
+    from latcpb.model import refine
+    from latcpb.model.latent_generator import tile_layout
+
+    lt, xyz, _ = _real("tests/data/mini/T0922.pdb")
+    n, copies = len(lt.restype), 4
+    gen = torch.Generator().manual_seed(7)
+    pep, chi, ends = extract_torsions(xyz, lt).angles()
+    frames = []
+    for _ in range(copies):
+        sign = torch.where(torch.rand(pep.shape, generator=gen) < 0.5, -1.0, 1.0).to(pep.dtype)
+        turn = sign * torch.deg2rad(30 + 30 * torch.rand(pep.shape, generator=gen, dtype=torch.float64))
+        frames.append(build_structure(xyz[..., 1, :], Torsions.from_angles(pep + turn, chi, ends), lt)[0])
+    built = torch.cat(frames)
+    packed = LayoutTensors(tile_layout(lt.layout, copies))
+    segment = torch.arange(copies).repeat_interleave(n)
+    previous, following = np.arange(-1, n - 1), np.append(lt.restype.numpy()[1:], -1)
+
+    def outliers(x):
+        count = 0
+        for frame in x.view(-1, n, 15, 3).numpy():
+            phi, psi, _, pm, sm, _ = backbone_torsions(frame, lt.atom_mask.numpy(), previous)
+            count += int(W.ramachandran(phi, psi, pm & sm, lt.restype.numpy(), following)["outlier"].sum())
+        return count
+
+    with_term = refine.relieve_built_clashes(built, packed, segment, steps=80)
+    monkeypatch.setattr(refine, "RELIEF_RAMA_WEIGHT", 0.0)
+    without = refine.relieve_built_clashes(built, packed, segment, steps=80)
+    assert outliers(xyz[0]) == 0 and outliers(built) >= 10
+    assert outliers(with_term) * 5 <= outliers(built) and outliers(with_term) < outliers(without)
+    check_valid(with_term.view(copies, n, 15, 3), lt)
+    assert torch.equal(with_term[:, 1], built[:, 1])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from latcpb.geometry import residue_constants as rc
@@ -28,6 +30,7 @@ RELIEF_PAIR_REACH = 1.0       # Å: pairs this close to their limit take part ..
 RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
 RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
 RELIEF_TORSION_WEIGHT = 0.25  # per fully eclipsed chi (rc.CHI_PERIODICITY), against Å of overlap
+RELIEF_RAMA_WEIGHT = 0.1      # per 10 degrees of (phi, psi) outside what the Ramachandran wells allow
 DISULFIDE_CAPTURE = 3.0       # Å: CYS SG pairs closer than this become disulfides under relief ...
 DISULFIDE_BOND = 2.04         # Å: ... pulled to this SG-SG length (and CB-SG-SG to Engh & Huber)
 RESCUE_MIN_GAIN = 0.1         # Å of overlap a rotamer swap or peptide turn must remove to be taken
@@ -141,6 +144,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
 
         units, axes = PeptideUnits(ca, lt), peptide_axes(ca, lt)                            # fixed: CA is
         ring = _proline_ring(lt)
+        rama, rama_class = _rama_tables(xyz.device, xyz.dtype), _rama_classes(lt)
 
         def torsions():
             return Torsions.from_angles(pep0 + d_pep, chi0 + d_chi * chi_free, ends0 + d_ends)
@@ -152,6 +156,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
             angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
             strain = (RELIEF_TORSION_WEIGHT * _torsion_strain(chi0 + d_chi, period).sum()
+                      + RELIEF_RAMA_WEIGHT * _rama_strain(flat.reshape(xyz.shape), lt, rama_class, rama).sum()
                       + torch.relu(limit - d).sum() + _disulfide_strain(flat, bonded)) / n_res
             loss = strain + angle + restraint * (
                 (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
@@ -280,6 +285,63 @@ def _torsion_strain(chi, period):
     (1 + cos(period * chi)) / 2, 0 at the staggered (or ring-perpendicular) minima, 1 where eclipsed [R, 4]."""
     return torch.where(period > 0, (1 + torch.cos(period * chi)) / 2, torch.zeros_like(chi))
 
+def _rama_tables(device, dtype):
+    """[4, 36, 36]: for every 10-degree (phi, psi) bin of each Ramachandran class (``wells.RAMA_CLASSES`` order), its
+    distance in bins to the nearest bin the wells (fitted on train) call allowed (periodic; 0 on allowed bins)."""
+    return torch.as_tensor(_rama_distances(), dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=1)
+def _rama_distances():
+    """``_rama_tables`` as a numpy array [4, 36, 36] (computed once)."""
+    from scipy.ndimage import distance_transform_edt
+
+    from latcpb.metrics import wells as W
+
+    table, out = W.load_wells()["rama"], []
+    for name in W.RAMA_CLASSES:
+        density, levels = table[name]
+        allowed = density >= levels["allowed"]
+        far = distance_transform_edt(~np.tile(allowed, (3, 3))) if allowed.any() else np.zeros((108, 108))
+        out.append(far[36:72, 36:72])                          # the middle tile: periodic distances
+    return np.stack(out)
+
+
+def _rama_classes(lt):
+    """[R] Ramachandran class of every residue (``wells.rama_class``: GLY, PRO, pre-proline or general)."""
+    from latcpb.geometry.backbone import chain_flags
+    from latcpb.metrics import wells as W
+
+    _, _, has_next = chain_flags(lt)
+    restype = lt.restype.cpu().numpy()
+    following = np.where(has_next.cpu().numpy(), np.roll(restype, -1), -1)
+    return torch.as_tensor(W.rama_class(restype, following), device=lt.restype.device)
+
+
+def _rama_strain(xyz, lt, cls, far):
+    """How far (in 10-degree bins, [R]) each residue's (phi, psi) of xyz [R, 15, 3] Å lies from the region its
+    Ramachandran class ``cls`` [R] allows (``_rama_tables`` ``far``, bilinear between bin centres); 0 inside, and
+    where phi or psi is undefined (chain ends)."""
+    from latcpb.geometry.backbone import chain_flags
+    from latcpb.geometry.nerf import dihedral
+
+    n = len(lt.restype)
+    first, _, has_next = chain_flags(lt)
+    idx = torch.arange(n, device=xyz.device)
+    prv, nxt = (idx - 1).clamp(min=0), (idx + 1).clamp(max=n - 1)
+    n_a, ca, c = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    phi, psi = dihedral(c[prv], n_a, ca, c), dihedral(n_a, ca, c, n_a[nxt])
+    u = (torch.rad2deg(phi) + 180.0) / 10.0 - 0.5                  # grid coordinate: bin centres at integers
+    v = (torch.rad2deg(psi) + 180.0) / 10.0 - 0.5
+    i0, j0 = torch.floor(u), torch.floor(v)
+    fu, fv = u - i0, v - j0
+    i0, j0 = i0.long() % 36, j0.long() % 36
+    i1, j1 = (i0 + 1) % 36, (j0 + 1) % 36
+    g, base = far.reshape(-1), cls * 36 * 36
+    val = ((1 - fu) * (1 - fv) * g[base + i0 * 36 + j0] + fu * (1 - fv) * g[base + i1 * 36 + j0]
+           + (1 - fu) * fv * g[base + i0 * 36 + j1] + fu * fv * g[base + i1 * 36 + j1])
+    return val * (has_next & ~first)
+
 
 def _disulfide_strain(flat, bonded):
     """Deviation of the disulfides ``bonded`` [D, 2] (flat SG slots; CB is the slot before) from Engh & Huber:
@@ -316,7 +378,6 @@ def _relief_topology(lt, segment, xyz) -> ReliefTopology:
     """``ReliefTopology`` of a packed layout made of equal copies (frames of one system; otherwise the whole packed
     system is one copy). Two CYS whose SG lie closer than ``DISULFIDE_CAPTURE`` Å in xyz [R, 15, 3] Å form a
     disulfide: relief then pulls it to ideal geometry instead of pushing its SG apart."""
-    import numpy as np
 
     from latcpb.metrics import validity as V
 
@@ -350,7 +411,6 @@ def _overlap_candidates(xyz, topology, margin, reach=RELIEF_PAIR_REACH):
     distance [P] Å: the van der Waals sum less ``SEVERE_OVERLAP``, plus ``margin`` (donor-acceptor pairs:
     ``HBOND_OVERLAP_DISTANCE`` plus ``margin``). Pairs are those of the validity metric (more than three bonds
     apart) now within their least distance + ``reach`` Å, within each copy (``ReliefTopology``)."""
-    import numpy as np
     from scipy.spatial import cKDTree
 
     from latcpb.metrics import validity as V
