@@ -30,6 +30,7 @@ COLUMNS = [("rotamer_outlier_pct", "rotamer outliers (%)", ".2f"),
            ("overlap_residue_pct", "overlap res. (%)", ".2f"),
            ("angle_outlier_residue_pct", "angle outl. res. (%)", ".2f"), ("rmsd_heavy", "heavy (Å)", ".3f"),
            ("rmsd_backbone", "backbone (Å)", ".3f"), ("rmsd_sidechain", "side chain (Å)", ".3f"),
+           ("pooled_kl_chi1", "pooled KL chi1", ".3f"), ("pooled_kl_chi2", "pooled KL chi2", ".3f"),
            ("rotamer_not_favoured_pct", "rotamers not favoured (%)", ".2f"), ("seconds_per_frame", "s/frame", ".2f")]
 
 

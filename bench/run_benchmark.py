@@ -47,6 +47,8 @@ HEADLINE = [*VALIDITY_KEYS,  # (key, column title, format): validity first (chai
     ("clash_residue_pct", "clash residues (%)", ".2f"),
     ("bond_score", "bond score", ".4f"),
     ("torsion_kl", "torsion KL", ".3f"),
+    ("pooled_kl_chi1", "pooled KL chi1", ".3f"),
+    ("pooled_kl_chi2", "pooled KL chi2", ".3f"),
     ("d_residues", "D residues", ".2f"),
     ("cis_peptides", "non-Pro cis", ".2f"),
     ("cis_peptides_spurious", "spurious non-Pro cis", ".2f"),
@@ -245,12 +247,19 @@ def score_method(name, runs, samples, out_dir: Path):
 
 
 def summarise(rows) -> dict:
-    """Entry-mean of every scalar metric, total time, s/frame and frames/s."""
+    """Entry-mean of every scalar metric, total time, s/frame and frames/s, and ``pooled_kl_*``: each torsion's KL
+    divergence between the histograms summed over every entry (all residues of the set pooled)."""
+    from latcpb.metrics.torsions import kl_divergence
+
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {}
     for k in keys:
         vals = [r[k] for r in rows if r.get(k) is not None]
         out[k] = float(np.mean(vals)) if vals else None
+    counted = [r["torsion_counts"] for r in rows if r.get("torsion_counts")]
+    for k in (counted[0] if counted else {}):
+        ref, gen = (np.sum([c[k][side] for c in counted], axis=0) for side in ("reference", "generated"))
+        out[f"pooled_kl_{k}"] = float(kl_divergence(ref, gen))
     frames = sum(r["frames"] * r["samples"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
     out.update({"total_frames": frames, "total_seconds": seconds, "seconds_per_frame": seconds / frames,

@@ -155,6 +155,10 @@ def test_chi_rotation_raises_kl_and_side_chain_rmsd(ref):
     assert r["torsion_kl"] > 0.25
     assert r["rmsd_sidechain"] > 1.0 and r["rmsd_backbone"] == pytest.approx(0.0, abs=1e-6)
     assert r["bond_score"] == 1.0                 # rotation about CA-CB keeps every bond length
+    # the histograms behind the KL (to pool over systems): as many chi1 counted, their KL the reported one
+    ref_c, gen_c = (np.array(r["torsion_counts"]["chi1"][side]) for side in ("reference", "generated"))
+    assert ref_c.sum() == gen_c.sum() >= 10 and not np.array_equal(ref_c, gen_c)
+    assert tor.kl_divergence(ref_c, gen_c) == pytest.approx(r["kl_chi1"])
 
 
 def test_omega_flip_gives_cis_peptide(ref):

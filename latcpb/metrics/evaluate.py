@@ -103,8 +103,9 @@ def evaluate(ref_universe, gen_universe, samples: int = 1, keep_torsions: bool =
     ref_universe, gen_universe: MDAnalysis Universes (or AtomGroups) with heavy atoms (hydrogens ignored).
     The generated trajectory must hold ``samples`` frames per reference frame (frame-major). Scalars are means
     over generated frames (None where undefined); ``per_residue`` holds the heavy-atom RMSD (Å, no
-    superposition, all frames) of each matched residue; ``keep_torsions`` adds ``torsions`` (degrees, numpy)
-    for plots. Raises ``LatcpbInputError`` on frame-count or residue mismatches.
+    superposition, all frames) of each matched residue; ``torsion_counts`` the histograms behind ``kl_*``
+    ({torsion: {"reference", "generated": counts [36]}}, to pool over systems); ``keep_torsions`` adds
+    ``torsions`` (degrees, numpy) for plots. Raises ``LatcpbInputError`` on frame-count or residue mismatches.
     """
     if samples < 1:
         raise LatcpbInputError(f"samples must be >= 1 (got {samples})")
@@ -170,17 +171,20 @@ def evaluate(ref_universe, gen_universe, samples: int = 1, keep_torsions: bool =
         result[k] = _clean(_nanmean(v))
     masks = {k: m for k, (_, m) in tor.torsion_set(np.zeros((matched.n_residues, 15, 3)), matched.mask,
                                                      matched.restype, matched.previous).items()}
-    kls = {}
+    kls, torsion_counts = {}, {}
     torsions_deg = {"reference": {}, "generated": {}}
     for k in tor.TORSIONS:
         r = np.stack(ref_tors[k])[:, masks[k]]
         g = np.stack(gen_tors[k])[:, masks[k]]
-        kls[k] = tor.kl_divergence(tor.histogram(r), tor.histogram(g))
+        counts = {"reference": tor.histogram(r), "generated": tor.histogram(g)}
+        kls[k] = tor.kl_divergence(counts["reference"], counts["generated"])
         result[f"kl_{k}"] = _clean(kls[k])
+        torsion_counts[k] = {side: [int(c) for c in v] for side, v in counts.items()}
         if keep_torsions:
             torsions_deg["reference"][k] = np.rad2deg(np.stack(ref_tors[k]))
             torsions_deg["generated"][k] = np.rad2deg(np.stack(gen_tors[k]))
     result["torsion_kl"] = _clean(_nanmean(list(kls.values())))
+    result["torsion_counts"] = torsion_counts
     if samples > 1:
         mean_gr = float(np.mean(gr))
         result["diversity"] = _clean(1.0 - float(np.mean(gg)) / mean_gr) if mean_gr > 0 else None
