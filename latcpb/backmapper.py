@@ -12,7 +12,8 @@ import torch
 from latcpb.data.cg_topology import MAX_BEAD_SPACING, ResidueTopology, describe_residue, residue_topology
 from latcpb.errors import LatcpbInputError
 from latcpb.geometry import residue_constants as rc
-from latcpb.geometry.ca_trace import refine_ca_trace
+from latcpb.geometry.backbone import n_ca_c_excess
+from latcpb.geometry.ca_trace import ADMIT_TOLERANCE_DEG, admit_backbone, refine_ca_trace
 from latcpb.geometry.internal_coords import LayoutTensors
 from latcpb.io.periodic import ChainUnwrapper, has_box
 from latcpb.io.selection import DEFAULT_SELECT, select_beads
@@ -197,7 +198,8 @@ class Backmapper:
     def refine_trace(self, plan: BackmapPlan, ca: np.ndarray):
         """(CA trace [F, N, 3] float32 Å that the generator gets, its RMS move [F] Å, valid [F] bool): ``ca``
         moved by ``refine_ca_trace`` where it admits no valid chemistry (kept bit for bit where it does, and with
-        ``keep_beads``); valid: the returned trace admits valid chemistry."""
+        ``keep_beads``); valid: the returned trace admits valid chemistry. A frame whose generated backbone is
+        left beyond a bound moves again afterwards (``_admit_backbone``)."""
         result = refine_ca_trace(torch.as_tensor(ca), plan.topology.layout, keep_beads=self.keep_beads)
         return (result.ca.numpy(), result.rms.numpy().astype(np.float64).reshape(-1),
                 result.valid.numpy().reshape(-1).copy())
@@ -210,7 +212,9 @@ class Backmapper:
                                    f" got {list(ca.shape)}")
         frames = first_frame + np.arange(len(ca)) if frames is None else np.asarray(frames)
         _check_coordinates(ca, plan.source, frames)
+        beads = ca
         ca, move, valid = self.refine_trace(plan, ca)
+        ca = np.array(ca, dtype=np.float32)       # a copy: frames whose backbone needs it move again below
         out = []
         index = torch.as_tensor(plan.atom_index, device=self.device)
         with torch.inference_mode():
@@ -218,16 +222,44 @@ class Backmapper:
                 batch = torch.as_tensor(ca[start:start + self.batch_size], device=self.device)
                 xyz = self.generator.generate(batch, plan.layout_tensors, samples=self.samples, rng=self._rng,
                                               **self.options)
+                if not self.keep_beads:
+                    xyz, moved = self._admit_backbone(plan, batch, xyz)
+                    if moved is not None:
+                        ca[start:start + self.batch_size] = moved
                 if self.idealizer is not None:
                     xyz = self.idealizer(xyz, plan.layout_tensors)
                 flat = xyz.reshape(xyz.shape[0], -1, 3)[:, index]
                 out.append(flat.float().cpu().numpy())
         result = np.concatenate(out) if out else np.zeros((0, plan.n_atoms, 3), dtype=np.float32)
+        move = np.sqrt(np.square(ca.astype(np.float64) - beads).sum(-1).mean(-1)) if len(ca) else move
         if not np.isfinite(result).all():
             bad = int(frames[int(np.nonzero(~np.isfinite(result).all(axis=(1, 2)))[0][0]) // self.samples])
             raise LatcpbInputError(f"{plan.source}: frame {bad}: the generator produced non-finite coordinates"
                                    " (degenerate CA trace?)")
         return result, move, valid
+
+    def _admit_backbone(self, plan, batch, xyz):
+        """(xyz, trace [F, N, 3] float32 numpy or None): frames of the generated xyz [F * samples, N, 15, 3] Å with
+        an N-CA-C or proline phi left beyond its bound (the trace admits no valid backbone there) get their trace
+        moved by ``ca_trace.admit_backbone`` and are generated again; None where no trace moved."""
+        lt = plan.layout_tensors
+        excess = n_ca_c_excess(xyz, lt, fraction=1.0).reshape(len(batch), -1)               # [F, samples * N]
+        flagged = torch.nonzero((excess > np.radians(ADMIT_TOLERANCE_DEG)).any(-1)).flatten()
+        if len(flagged) == 0:
+            return xyz, None
+        with torch.inference_mode(False), torch.enable_grad():
+            trace, _ = admit_backbone(batch[flagged].clone(), lt)
+        trace = trace.to(batch.dtype)
+        changed = (trace != batch[flagged]).any(-1).any(-1)
+        if not bool(changed.any()):
+            return xyz, None
+        flagged, trace = flagged[changed], trace[changed]
+        again = self.generator.generate(trace, lt, samples=self.samples, rng=self._rng, **self.options)
+        xyz = xyz.clone().view(len(batch), self.samples, *xyz.shape[1:])
+        xyz[flagged] = again.view(len(flagged), self.samples, *again.shape[1:])
+        moved = batch.clone()
+        moved[flagged] = trace
+        return xyz.view(-1, *xyz.shape[2:]), moved.cpu().numpy()
 
     def plan_trajectory(self, universe, select=DEFAULT_SELECT, start=None, stop=None, step=None, source=None):
         """The ``BackmapPlan`` of a CG trajectory: beads of ``select``, chains by the chain rule with its spacing test

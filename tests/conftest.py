@@ -183,10 +183,13 @@ def seeded():
 
 def refined_ca(cg_atoms):
     """[F, N, 3] Å: the CA trace the Backmapper backmaps for every frame of ``cg_atoms`` (one CA bead per residue):
-    the input beads, moved by ``refine_ca_trace`` only where no chain of ideal peptide units can follow them."""
+    the input beads, moved by ``refine_ca_trace`` only where no chain of ideal peptide units can follow them, then
+    by ``admit_backbone`` where no peptide rotations give a valid backbone."""
     import numpy as np
+    import torch
 
     from latcpb.backmapper import Backmapper
+    from latcpb.geometry.ca_trace import admit_backbone
 
     bm = Backmapper(model="geometric")
     plan = bm.plan(cg_atoms)
@@ -194,4 +197,5 @@ def refined_ca(cg_atoms):
     current = trajectory.ts.frame
     ca = np.stack([cg_atoms.positions.copy() for _ in trajectory])
     trajectory[current]
-    return bm.refine_trace(plan, ca)[0]
+    trace = torch.as_tensor(bm.refine_trace(plan, ca)[0])
+    return admit_backbone(trace, plan.layout_tensors)[0].to(trace.dtype).numpy()

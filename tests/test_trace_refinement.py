@@ -86,3 +86,37 @@ def test_cli_notes_the_move_and_keep_beads_round_trips(tmp_path):
         assert np.array_equal(runs["kept"][0].select_atoms("name CA").positions, cg.atoms.positions)
         # CLI == API (XTC precision 0.01 Å)
         assert np.abs(runs["moved"][0].atoms.positions - api.atoms.positions).max() < 6e-3
+
+
+def test_backbone_admission_moves_the_beads_where_a_proline_admits_no_ring():
+    """T0947 around PRO 159 (a proline before a cis step; tests/data/cg/t0947_proline.pdb) refined to the CA limits,
+    yet ideal peptide units on it admit no proline phi with N-CA-C in bound: the ring would close only with angles
+    8 sigma off. ``admit_backbone`` moves the beads near it (nothing else, well under 0.5 Å) until the backbone is
+    admitted; the default backmap then has no angle outlier, and with --keep-beads the outliers are back."""
+    import torch
+
+    from latcpb.geometry.backbone import inadmissible_excess
+    from latcpb.geometry.ca_trace import admit_backbone, refine_ca_trace
+    from latcpb.geometry.internal_coords import LayoutTensors
+
+    u = quiet_universe(os.path.join(CG, "t0947_proline.pdb"))
+    bm = Backmapper(seed=0)
+    plan = bm.plan(u.atoms, source="t0947")
+    lt = LayoutTensors(plan.topology.layout)
+    ca = refine_ca_trace(torch.as_tensor(u.atoms.positions[None].astype(np.float64)), plan.topology.layout).ca
+    pro = int(np.nonzero(u.residues.resnames == "PRO")[0][0])
+    before = torch.rad2deg(inadmissible_excess(ca, lt))[0]
+    assert before[pro] > 30 and int((before > 1).sum()) <= 2
+    moved, admitted = admit_backbone(ca, lt)
+    assert bool(admitted[0])
+    assert float(torch.rad2deg(inadmissible_excess(moved, lt)).max()) <= 1.0
+    shift = torch.linalg.norm(moved - ca, dim=-1)[0]
+    assert float(shift.max()) < 0.5 and float(shift.square().mean().sqrt()) < 0.15
+    far = (torch.arange(len(shift)) - pro).abs() > 4
+    assert torch.equal(moved[0, far], ca[0, far])                      # beads away from it are kept exactly
+
+    def angle_outliers(universe):
+        return structure_validity(universe, "t0947")[0]["angle_outlier_residue_pct"]
+
+    assert angle_outliers(latcpb.backmap_universe(u, seed=0)) == 0.0
+    assert angle_outliers(latcpb.backmap_universe(u, seed=0, keep_beads=True)) > 0.0

@@ -257,6 +257,27 @@ def limit_n_ca_c(ca, lt, units, axes, rotation):
     return _rot2(rotation, turn.detach())
 
 
+def inadmissible_excess(ca, lt):
+    """How far (rad, [..., N]) each interior residue of the trace ca [..., N, 3] Å stays beyond its N-CA-C bound
+    (``N_CA_C_SIGMA_LIMIT`` sigma) or, for a proline, beyond ``PROLINE_PHI_RANGE_DEG``, with the peptide rotations
+    that ``limit_n_ca_c`` finds (from rotation 0): 0 where ideal peptide units on this trace admit valid backbone
+    chemistry. Differentiable in ca with the rotations held (to move a trace that admits none)."""
+    n = len(lt.restype)
+    first, _, has_next = chain_flags(lt)
+    prv = (torch.arange(n, device=ca.device) - 1).clamp(min=0)
+    fixed = ca.detach()
+    zero = torch.stack([torch.ones_like(fixed[..., 0]), torch.zeros_like(fixed[..., 0])], -1)    # [..., N, 2]
+    rotation = limit_n_ca_c(fixed, lt, PeptideUnits(fixed, lt), peptide_axes(fixed, lt), zero).detach()
+    pep = place_peptides(ca, PeptideUnits(ca, lt), peptide_axes(ca, lt), rotation)           # C, O, N+1
+    n_atom, c_atom = pep[..., prv, 2, :], pep[..., 0, :]
+    mean, sigma = _table("N-CA-C", lt.restype, ca.dtype)
+    excess = torch.relu((bond_angle(n_atom, ca, c_atom) - mean).abs() - N_CA_C_SIGMA_LIMIT * sigma)
+    phi = dihedral(pep[..., prv, 0, :], n_atom, ca, c_atom)
+    lo, hi = (math.radians(v) for v in PROLINE_PHI_RANGE_DEG)
+    excess = excess + torch.where(lt.restype == _PRO, torch.relu(lo - phi) + torch.relu(phi - hi), 0.0)
+    return excess * (has_next & ~first)
+
+
 def place_chain_ends(ca, lt, n_atom, c_atom, ends):
     """Chain-end atoms from their free torsions ``ends`` [..., N, 3, 2] (cos, sin): psi of a first residue places its
     N; phi and psi of a last residue its C and (O, OXT). n_atom, c_atom [..., N, 3] Å hold the peptide-placed atoms

@@ -451,3 +451,73 @@ def _result(ca, rms, max_move, changed, valid, accepted, before, max_rms, single
     if single:
         ca, rms, max_move, changed, valid, accepted = (t[0] for t in (ca, rms, max_move, changed, valid, accepted))
     return CATraceRefinement(ca, rms, max_move, changed, valid, accepted, before, max_rms)
+
+
+ADMIT_TOLERANCE_DEG = 1.0   # N-CA-C / proline phi beyond its bound that the limiter's 5-degree grid may leave
+ADMIT_ITERATIONS = 80
+ADMIT_STEP = 0.05           # Å: the largest bead move of one iteration
+ADMIT_LIMIT_WEIGHT = 10.0   # per Å (per rad) of a step (virtual angle) pushed beyond the CA limits ...
+ADMIT_PROJECTION_ITERATIONS = 20   # ... which every step also restores by projection (``_solve``)
+
+
+def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
+    """A CA trace that also admits a valid backbone: ca [F, N, 3] Å (within the CA limits, e.g. from
+    ``refine_ca_trace``), lt ``LayoutTensors`` -> (trace [F, N, 3] float64 Å, admitted [F] bool).
+
+    The CA limits do not see everything: a proline whose ring needs phi near -65 degrees, or a residue between two
+    awkward steps, may find no peptide rotations that keep N-CA-C within bound (``backbone.inadmissible_excess``; on
+    `val`, 1 residue in 2,682: a proline after a cis step). There, the beads within two residues of each such
+    residue move by normalised gradient steps (at most ``ADMIT_STEP`` Å each) on that excess, each followed by the
+    projection back within the CA limits, until none is left beyond ``ADMIT_TOLERANCE_DEG``; the rotations are
+    found again every step. Frames without such a residue are returned bit for bit; a frame whose excess cannot be reduced within the
+    CA limits keeps its input. admitted: no residue is left beyond the tolerance."""
+    from latcpb.geometry.backbone import inadmissible_excess
+
+    x0 = torch.as_tensor(ca).to(torch.float64)
+    tol = math.radians(ADMIT_TOLERANCE_DEG)
+    bad = inadmissible_excess(x0, lt) > tol                                                 # [F, N]
+    need = bad.any(-1)
+    if not bool(need.any()):
+        return x0, ~need
+    topo = _topology(lt.chain_index.cpu().numpy(), lt.restype.cpu().numpy(), x0.shape[1], x0.device)
+    sel = torch.nonzero(need).flatten()
+    window = bad[sel].clone()
+    for _ in range(2):                                                   # two residues either way, within a chain
+        grown = window.clone()
+        grown[:, 1:] |= window[:, :-1] & topo.step
+        grown[:, :-1] |= window[:, 1:] & topo.step
+        window = grown
+    start = x0[sel]
+    lo, hi = _step_ranges(_spacing(start), topo, limits, torch.ones_like(topo.step)[None])
+    a_lo, a_hi = (math.radians(a) for a in limits.angle)
+
+    def excess_and_penalty(x):
+        d, theta = _spacing(x), _angles(x)
+        limit = ((torch.relu(lo - d) + torch.relu(d - hi)) * topo.step).sum(-1) + (
+            (torch.relu(a_lo - theta) + torch.relu(theta - a_hi)) * topo.angle).sum(-1)
+        return inadmissible_excess(x, lt), limit
+
+    x = start.clone()
+    everywhere = torch.ones(len(sel), topo.step.shape[0], dtype=torch.bool, device=x.device)   # steps keep class
+    active = torch.ones(len(sel), dtype=torch.bool, device=x.device)
+    for _ in range(ADMIT_ITERATIONS):
+        xg = x.clone().requires_grad_(True)
+        excess, limit = excess_and_penalty(xg)
+        active &= (excess.detach() > tol).any(-1)
+        if not bool(active.any()):
+            break
+        grad, = torch.autograd.grad(excess.sum() + ADMIT_LIMIT_WEIGHT * limit.sum(), xg)
+        grad = grad * window[..., None]
+        scale = ADMIT_STEP / torch.linalg.norm(grad, dim=-1).amax(-1).clamp(min=1e-12)     # [f] Å per unit
+        x = torch.where(active[:, None, None], x - grad * scale[:, None, None], x)
+        x = _solve(x, topo, limits, everywhere, ADMIT_PROJECTION_ITERATIONS)[0]      # back within the CA limits
+    with torch.no_grad():
+        excess, limit = excess_and_penalty(x)
+        before, _ = excess_and_penalty(start)
+    ok = ~_violations(x, topo, limits, everywhere, lo, hi).frames
+    better = ok & (excess.sum(-1) < before.sum(-1))
+    out = x0.clone()
+    out[sel] = torch.where(better[:, None, None], x, start)
+    admitted = ~need
+    admitted[sel] = better & ~(excess > tol).any(-1)
+    return out, admitted

@@ -17,6 +17,9 @@ Every file is a C-alpha (or Martini-like) trace of a real structure, written wit
 - martini_bb.pdb: 2JOF frame 0 as Martini-like beads: BB at each CA, SC1 at the side-chain heavy-atom centroid.
 - t0892_cyx.pdb: T0892 CA trace with CYS 111 and CYS 123 (CA-CA 5.5 Å) named CYX.
 - t0892_ssbond.pdb: T0892 CA trace with a CONECT record between the CYS 111 and CYS 123 beads.
+- t0947_proline.pdb: CA trace of residues 147-172 of T0947 (the shared validation set, ``$LATCPB_SHARED_DATA`` or
+  ../shared/data/val; skipped where it is absent): PRO 159 before a cis step (CA-CA 3.19 Å), a stretch on which
+  ideal peptide units admit no proline phi with N-CA-C in bound until the beads move.
 """
 from __future__ import annotations
 
@@ -191,6 +194,20 @@ def t0892_disulfide():
     _write(cg, "t0892_cyx.pdb")
 
 
+def t0947_proline():
+    shared = os.environ.get("LATCPB_SHARED_DATA") or os.path.join(DATA, "..", "..", "..", "shared", "data", "val")
+    path = os.path.join(shared, "T0947.pdb")
+    if not os.path.exists(path):
+        print(f"t0947_proline.pdb: {path} not found, kept as it is")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u = mda.Universe(path)
+    ca = u.select_atoms("name CA and resid 147:172")
+    assert len(ca) == 26 and ca.residues[12].resname == "PRO"
+    _write(mda.Merge(ca), "t0947_proline.pdb")
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(11)
     trp_box(rng)
@@ -200,6 +217,7 @@ if __name__ == "__main__":
     mixed_beads()
     martini_bb()
     t0892_disulfide()
+    t0947_proline()
     for name in sorted(os.listdir(HERE)):
         if not name.startswith(".") and not name.endswith(".py"):
             print(f"{name:24s} {os.path.getsize(os.path.join(HERE, name)):8d} bytes")
