@@ -29,7 +29,7 @@ RELIEF_OVERLAP_MARGIN = 0.15  # Å: built-structure relief keeps pairs this far 
 RELIEF_PAIR_REACH = 1.0       # Å: pairs this close to their limit take part ...
 RELIEF_PAIRS_EVERY = 10       # ... found again every this many steps
 RELIEF_ANGLE_WEIGHT = 10.0    # per rad of N-CA-C (proline phi) beyond its bound: relief stays where it is kept
-RELIEF_SETTLE_STEPS = 3       # last steps on the final build (N-CA-C limit and proline rings applied)
+RELIEF_SETTLE_STEPS = 3       # last steps with the final build's N-CA-C limit applied
 RELIEF_TORSION_WEIGHT = 0.25  # per fully eclipsed chi (rc.CHI_PERIODICITY), against Å of overlap
 RELIEF_RAMA_WEIGHT = 0.1      # per 10 degrees of (phi, psi) outside what the Ramachandran wells allow
 DISULFIDE_CAPTURE = 3.0       # Å: CYS SG pairs closer than this become disulfides under relief ...
@@ -151,10 +151,8 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
             return Torsions.from_angles(pep0 + d_pep, chi0 + d_chi * chi_free, ends0 + d_ends)
 
         for step in range(steps + RELIEF_SETTLE_STEPS):
-            if step < steps:
-                flat = _trial_build(xyz, torsions(), lt, units, axes, ring).reshape(-1, 3)
-            else:   # the last steps see the final build: its N-CA-C limit may turn peptides (and side chains)
-                flat = build_structure(ca, torsions(), lt).reshape(-1, 3)
+            # the last steps see the final build's N-CA-C limit, which may turn peptides (and side chains)
+            flat = _trial_build(xyz, torsions(), lt, units, axes, ring, limit=step >= steps).reshape(-1, 3)
             if step and (step % RELIEF_PAIRS_EVERY == 0 or step == steps):   # pairs the moves brought close
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
@@ -268,13 +266,13 @@ def _proline_ring(lt):
     return ring
 
 
-def _trial_build(xyz, torsions, lt, units, axes, ring):
-    """The structure of ``torsions`` on the CA of xyz [R, 15, 3] Å, cheaply: no N-CA-C limit, and the proline rings
-    (``ring``) kept from xyz instead of closed again (a final ``build_structure`` applies both)."""
+def _trial_build(xyz, torsions, lt, units, axes, ring, limit=False):
+    """The structure of ``torsions`` on the CA of xyz [R, 15, 3] Å, cheaply: the proline rings (``ring``) kept from
+    xyz instead of closed again, and no N-CA-C limit unless ``limit`` (a final ``build_structure`` applies both)."""
     from latcpb.geometry.sidechain import place_side_chains
     from latcpb.geometry.structure import build_backbone
 
-    built = build_backbone(xyz[:, 1], torsions, lt, False, units, axes)
+    built = build_backbone(xyz[:, 1], torsions, lt, limit, units, axes)
     return torch.where(ring[..., None], xyz, place_side_chains(built, lt.restype, torsions.chi))
 
 
