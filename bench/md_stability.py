@@ -212,7 +212,7 @@ def main(argv=None):
     p.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
                    help="raw, relaxed: the backmap; reference: the entry's own all-atom first frame, the control")
     p.add_argument("--max-ca-shift", type=float, default=10.0, help="Å")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1, help="velocities and Langevin noise (non-zero: OpenMM draws on 0)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: the fastest)")
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "MD_STABILITY.json")
     args = p.parse_args(argv)

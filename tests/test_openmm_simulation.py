@@ -67,6 +67,22 @@ def test_make_simulation_from_heavy_atom_path_adds_hydrogens():
         make_simulation(CLN025, forcefield="charmm36", solvent="obc")
 
 
+def test_make_simulation_seed_fixes_the_run_and_zero_is_refused():
+    """A non-zero seed gives the same velocities and Langevin noise (the same positions after 20 steps on the CPU
+    platform, up to the summation order of its threads); OpenMM reads seed 0 as "draw one", so make_simulation
+    refuses it with a one-line error."""
+    def positions(seed):
+        sim = make_simulation(CLN025, solvent="vacuum", seed=seed, platform="CPU")
+        sim.step(20)
+        return sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+
+    first, again, other = positions(7), positions(7), positions(8)
+    assert np.abs(first - again).max() < 1e-4
+    assert np.abs(first - other).max() > 1e-2
+    with pytest.raises(LatcpbInputError, match="seed 0"):
+        make_simulation(CLN025, solvent="vacuum", seed=0)
+
+
 def ca_simulation(steps_per_ps=100):
     ca = universe(T0922).select_atoms("name CA")
     top, system = build_ca_model(ca.positions.astype(float) * 0.1, ca.resnames, ca.resids)

@@ -69,11 +69,14 @@ def make_simulation(universe_or_pdb, forcefield=DEFAULT_FORCEFIELD, solvent=DEFA
 
     Hydrogens are added (pH ``ph``) unless the input has them all; positions are set and velocities drawn at
     ``temperature`` K. Default integrator: LangevinMiddleIntegrator(``temperature`` K, ``friction`` 1/ps,
-    ``timestep`` fs) with H-bond constraints; ``cutoff`` Å (None: no cutoff); ``seed`` fixes the velocities and the
-    Langevin noise; ``platform`` None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the
+    ``timestep`` fs) with H-bond constraints; ``cutoff`` Å (None: no cutoff); ``seed`` (non-zero) fixes the
+    velocities and the Langevin noise, None draws them (OpenMM reads 0 as "draw", so 0 is refused); ``platform`` None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the
     input's box, chains and disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it
     may contain clashes.
     """
+    if seed is not None and int(seed) == 0:
+        raise LatcpbInputError("make_simulation: seed 0 would draw a random seed in OpenMM; pass a non-zero seed to "
+                               "fix the velocities and the noise, or None to draw them")
     atoms = _atoms_of(universe_or_pdb)
     ff = load_forcefield(forcefield, solvent)
     top, pos = _complete_topology(atoms, ff, ph, histidine)
