@@ -428,7 +428,8 @@ def test_relief_leaves_no_side_chain_eclipsed_between_rotamer_wells():
     between -60 and 180). Relief carries each chi's intrinsic torsion strain (``rc.CHI_PERIODICITY``): from real
     T0922 side chains turned to eclipsed chi (5 degrees off, both ways), no torsion with a profile stays eclipsed,
     at least 90 % end within 30 degrees of a minimum (the rest held by overlaps), and the structure stays valid
-    chemistry on the same CA trace."""
+    chemistry on the same CA trace; without the strain terms (``strain=False``, for draws at temperature > 0) most
+    stay eclipsed."""
     from latcpb.model.refine import relieve_built_clashes
 
     lt, xyz, _ = _real("tests/data/mini/T0922.pdb")
@@ -454,6 +455,9 @@ def test_relief_leaves_no_side_chain_eclipsed_between_rotamer_wells():
     left = off_minimum(relieved)[strained]
     assert (left < math.radians(55)).all(), float(left.max())       # none left eclipsed
     assert float((left < math.radians(30)).double().mean()) >= 0.9, int((left >= math.radians(30)).sum())
+    # draws from a learned distribution (strain=False) keep their torsions: only overlaps move them
+    drawn = off_minimum(relieve_built_clashes(built, lt, torch.zeros(n, dtype=torch.long), steps=80, strain=False))
+    assert float((drawn[strained] > math.radians(50)).double().mean()) >= 0.5      # with strain: none
 
 
 def _backbone_with(phi, psi):

@@ -103,8 +103,11 @@ class LatentDiffusionGenerator:
                     # the decoder's peptide rotations and chi, built by the structure builder: valid chemistry
                     xyz = fit_structure(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3), lt_device).reshape(f * n, -1, 3)
                 if built and relief > 0:   # clash relief turns the builder's DOFs (still valid chemistry)
+                    # strain terms (rotamer and Ramachandran wells) where decoding seeks the mode, whose mean
+                    # falls between wells; draws (temperature > 0) keep the spread of the learned distribution
                     xyz = relieve_built_clashes(xyz, tiled_cache[f], segment, steps=relief,
-                                                rescue_steps=int(self.inference.get("rescue_steps", RESCUE_STEPS)))
+                                                rescue_steps=int(self.inference.get("rescue_steps", RESCUE_STEPS)),
+                                                strain=float(temperature) == 0.0)
                 outputs.append(xyz.view(f, n, rc.ATOMS_PER_RESIDUE, 3))
         out = torch.cat(outputs).to(out_dtype)
         # the CA trace is kept exactly

@@ -102,7 +102,7 @@ def _contacts(ca, lt, xyz, packing, ca_cutoff, distance):
 
 
 def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, margin=RELIEF_OVERLAP_MARGIN,
-                          rescue_steps=0, topology=None):
+                          rescue_steps=0, topology=None, strain=True):
     """Clash relief on a structure of the structure builder: xyz [R, 15, 3] Å (packed, segments ``segment`` [R],
     equal copies of one layout or a single one) -> the same with the builder's degrees of freedom turned by Adam
     steps against overlaps, restrained to their given values.
@@ -114,7 +114,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
     heavy-atom pair more than three bonds apart, in one residue, neighbours and chain ends too, against their van
     der Waals sum; donor-acceptor pairs from 2.5 Å), each pushed ``margin`` Å beyond the severe limit. Every chi also
     carries its intrinsic torsion strain (``_torsion_strain``: sp3-sp3 bonds staggered, PHE/TYR rings perpendicular),
-    so no side chain is left eclipsed between two rotamer wells (where a decoder's mean prediction falls). Two CYS whose
+    so no side chain is left eclipsed between two rotamer wells (where a decoder's mean prediction falls), and
+    every (phi, psi) is pulled into the region the Ramachandran wells allow (``_rama_strain``); ``strain=False``
+    leaves both out (draws from a learned distribution, whose spread they would narrow). Two CYS whose
     SG lie within ``DISULFIDE_CAPTURE`` Å are pulled to an ideal disulfide instead. A frame whose overlaps would grow
     keeps its input. ``rescue_steps`` > 0: afterwards, side chains still in a severe overlap try other rotamers
     (``_rescue_rotamers``: chi1, chi2 turned by 0/120/240 degrees, the least overlap kept), then ``rescue_steps``
@@ -133,6 +135,8 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
         chi_free = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype]
                     & ~pro[:, None]).to(xyz.dtype)                                          # [R, 4]
         period = torch.as_tensor(rc.RESTYPE_CHI_PERIODICITY, device=xyz.device)[lt.restype].to(xyz.dtype) * chi_free
+        torsion_weight, rama_weight = (RELIEF_TORSION_WEIGHT, RELIEF_RAMA_WEIGHT) if strain else (0.0, 0.0)
+        period = period if strain else torch.zeros_like(period)
         if pairs.numel() == 0 and bonded.numel() == 0 and not bool((period > 0).any()):
             return xyz
         ca = xyz[:, 1]
@@ -157,10 +161,10 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
             angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
-            strain = (RELIEF_TORSION_WEIGHT * _torsion_strain(chi0 + d_chi, period).sum()
-                      + RELIEF_RAMA_WEIGHT * _rama_strain(flat.reshape(xyz.shape), lt, rama_class, rama).sum()
-                      + torch.relu(limit - d).sum() + _disulfide_strain(flat, bonded)) / n_res
-            loss = strain + angle + restraint * (
+            strained = (torsion_weight * _torsion_strain(chi0 + d_chi, period).sum()
+                        + rama_weight * _rama_strain(flat.reshape(xyz.shape), lt, rama_class, rama).sum()
+                        + torch.relu(limit - d).sum() + _disulfide_strain(flat, bonded)) / n_res
+            loss = strained + angle + restraint * (
                 (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
                 + (1 - torch.cos(d_ends)).mean())
             opt.zero_grad()
@@ -173,7 +177,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
                 swapped = _rescue_rotamers(out, lt, topology)
                 if swapped is not None:
                     out = relieve_built_clashes(swapped, lt, segment, rescue_steps, lr, restraint, margin,
-                                                topology=topology)
+                                                topology=topology, strain=strain)
             worse = _overlap_score(out, topology) > _overlap_score(xyz, topology)          # [copies]
             n = topology.n
             return torch.where(worse.repeat_interleave(n)[:, None, None], xyz, out)
