@@ -469,8 +469,8 @@ def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
     `val`, 1 residue in 2,682: a proline after a cis step). There, the beads within two residues of each such
     residue move by normalised gradient steps (at most ``ADMIT_STEP`` Å each) on that excess, each followed by the
     projection back within the CA limits, until none is left beyond ``ADMIT_TOLERANCE_DEG``; the rotations are
-    found again every step. Frames without such a residue are returned bit for bit; a frame whose excess cannot be reduced within the
-    CA limits keeps its input. admitted: no residue is left beyond the tolerance."""
+    found again every step. Frames without such a residue are returned bit for bit; a frame whose excess cannot be
+    reduced within the CA limits keeps its input. admitted: no residue is left beyond the tolerance."""
     from latcpb.geometry.backbone import inadmissible_excess
 
     x0 = torch.as_tensor(ca).to(torch.float64)

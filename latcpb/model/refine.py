@@ -2,7 +2,8 @@
 
 - ``relieve_built_clashes`` (the default path): on a structure of the structure builder, every free degree of
   freedom (peptide rotations, chain-end torsions, chi1..chi4) is turned against the validity metric's severe
-  overlaps; the structure is rebuilt by the builder, so bonds, angles, rings and planar groups stay ideal.
+  overlaps, and (where decoding seeks the mode) against eclipsed chi and (phi, psi) outside the Ramachandran wells;
+  the structure is rebuilt by the builder, so bonds, angles, rings and planar groups stay ideal.
 - ``relieve_clashes`` (internal-coordinate decoder output, ``--idealize none`` models): side-chain torsions only. A
   chi turns its whole torsion group (``RESTYPE_TORSION_GROUP``: VAL CG1 and CG2 together, PHE CD1 and CD2 ...), so
   branch points, chirality and rings stay intact; prolines, the backbone, CB and the CA trace are never moved.
@@ -290,6 +291,7 @@ def _torsion_strain(chi, period):
     """Intrinsic strain of chi [R, 4] rad with profile ``period`` [R, 4] (``rc.RESTYPE_CHI_PERIODICITY``, 0: none):
     (1 + cos(period * chi)) / 2, 0 at the staggered (or ring-perpendicular) minima, 1 where eclipsed [R, 4]."""
     return torch.where(period > 0, (1 + torch.cos(period * chi)) / 2, torch.zeros_like(chi))
+
 
 def _rama_tables(device, dtype):
     """[4, 36, 36]: for every 10-degree (phi, psi) bin of each Ramachandran class (``wells.RAMA_CLASSES`` order), its

@@ -70,8 +70,9 @@ def make_simulation(universe_or_pdb, forcefield=DEFAULT_FORCEFIELD, solvent=DEFA
     Hydrogens are added (pH ``ph``) unless the input has them all; positions are set and velocities drawn at
     ``temperature`` K. Default integrator: LangevinMiddleIntegrator(``temperature`` K, ``friction`` 1/ps,
     ``timestep`` fs) with H-bond constraints; ``cutoff`` Å (None: no cutoff); ``seed`` (non-zero) fixes the
-    velocities and the Langevin noise, None draws them (OpenMM reads 0 as "draw", so 0 is refused); ``platform`` None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the
-    input's box, chains and disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it
+    velocities and the Langevin noise, None draws them (OpenMM reads 0 as "draw", so 0 is refused); ``platform``
+    None takes the fastest that works (CUDA, OpenCL, CPU). The Topology carries the input's box, chains and
+    disulfides (CYX or SG-SG bonds). Relax the structure first (``relax_universe``) if it
     may contain clashes.
     """
     if seed is not None and int(seed) == 0:
