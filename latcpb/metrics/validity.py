@@ -427,7 +427,6 @@ def score_validity(topo: ValidityTopology, xyz: np.ndarray, ref_xyz: np.ndarray 
     from latcpb.metrics import wells as wl
 
     xyz = np.asarray(xyz, dtype=np.float64)
-    n = topo.n_residues
     out = {}
     ang = angle_outliers(topo, xyz)
     out["angle_outlier_residue_pct"] = _pct(ang["residues"])
@@ -439,10 +438,8 @@ def score_validity(topo: ValidityTopology, xyz: np.ndarray, ref_xyz: np.ndarray 
     out["overlap_residue_pct"] = _pct(ov["residues"])
     out["max_overlap"] = float(ov["overlap"].max()) if len(ov["overlap"]) else 0.0
     phi, psi, omega, phi_m, psi_m, omega_m = tor.backbone_torsions(xyz, topo.present, topo.previous)
-    nxt = np.full(n, -1, dtype=np.int64)
-    has_prev = topo.previous >= 0
-    nxt[topo.previous[has_prev]] = topo.restype[has_prev]
-    rama = wl.ramachandran(phi, psi, phi_m & psi_m, topo.restype, nxt, wells)
+    rama = wl.ramachandran(phi, psi, phi_m & psi_m, topo.restype, wl.following_restype(topo.restype, topo.previous),
+                           wells)
     out["ramachandran_outlier_pct"] = _pct(rama["outlier"], rama["scored"])
     out["ramachandran_not_favoured_pct"] = _pct(rama["not_favoured"], rama["scored"])
     chi, chi_m = tor.chi_angles(xyz, topo.present, topo.restype)

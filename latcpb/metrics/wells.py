@@ -42,6 +42,15 @@ def rama_class(restype: np.ndarray, next_restype: np.ndarray) -> np.ndarray:
     return out
 
 
+def following_restype(restype: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """[N] type of the residue bonded after each residue (-1 where none), for ``rama_class``; previous [N]: index of
+    the residue bonded before each one (-1 at chain starts, ``validity.chain_predecessors``)."""
+    following = np.full(len(restype), -1, dtype=np.int64)
+    bonded = previous >= 0
+    following[previous[bonded]] = restype[bonded]
+    return following
+
+
 def fold_chi2(chi2: np.ndarray, restype: np.ndarray) -> np.ndarray:
     """chi2 [..., N] rad folded to the 180° period for ASP, PHE, TYR (within 90° of their centre)."""
     out = np.array(chi2, dtype=np.float64, copy=True)

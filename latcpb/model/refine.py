@@ -317,12 +317,11 @@ def _rama_distances():
 
 def _rama_classes(lt):
     """[R] Ramachandran class of every residue (``wells.rama_class``: GLY, PRO, pre-proline or general)."""
-    from latcpb.geometry.backbone import chain_flags
+    from latcpb.metrics import validity as V
     from latcpb.metrics import wells as W
 
-    _, _, has_next = chain_flags(lt)
     restype = lt.restype.cpu().numpy()
-    following = np.where(has_next.cpu().numpy(), np.roll(restype, -1), -1)
+    following = W.following_restype(restype, V.chain_predecessors(lt.chain_index.cpu().numpy()))
     return torch.as_tensor(W.rama_class(restype, following), device=lt.restype.device)
 
 

@@ -19,13 +19,7 @@ import numpy as np
 from latcpb.geometry import residue_constants as rc
 from latcpb.metrics import torsions as tor
 from latcpb.metrics import wells as wl
-
-
-def _previous(chain_index: np.ndarray) -> np.ndarray:
-    prev = np.full(len(chain_index), -1, dtype=np.int64)
-    same = chain_index[1:] == chain_index[:-1]
-    prev[1:][same] = np.arange(len(chain_index) - 1)[same]
-    return prev
+from latcpb.metrics.validity import chain_predecessors
 
 
 def collect(folder: str, frames: int, progress: bool = True) -> dict:
@@ -42,10 +36,8 @@ def collect(folder: str, frames: int, progress: bool = True) -> dict:
             print(f"  skip {name}: {' '.join(str(exc).split())}", file=sys.stderr)
             continue
         restype, present = entry["restype"], entry["present"]
-        previous = _previous(entry["chain_index"])
-        nxt = np.full(len(restype), -1, dtype=np.int64)
-        nxt[previous[previous >= 0]] = restype[previous >= 0]
-        cls = wl.rama_class(restype, nxt)
+        previous = chain_predecessors(entry["chain_index"])
+        cls = wl.rama_class(restype, wl.following_restype(restype, previous))
         for xyz, good in zip(entry["coords"].astype(np.float64), entry["good"]):
             phi, psi, _, phi_m, psi_m, _ = tor.backbone_torsions(xyz, present, previous)
             chi, chi_m = tor.chi_angles(xyz, present, restype)
