@@ -213,7 +213,7 @@ class Backmapper:
         frames = first_frame + np.arange(len(ca)) if frames is None else np.asarray(frames)
         _check_coordinates(ca, plan.source, frames)
         beads = ca
-        ca, move, valid = self.refine_trace(plan, ca)
+        ca, _, valid = self.refine_trace(plan, ca)
         ca = np.array(ca, dtype=np.float32)       # a copy: frames whose backbone needs it move again below
         out = []
         index = torch.as_tensor(plan.atom_index, device=self.device)
@@ -231,7 +231,7 @@ class Backmapper:
                 flat = xyz.reshape(xyz.shape[0], -1, 3)[:, index]
                 out.append(flat.float().cpu().numpy())
         result = np.concatenate(out) if out else np.zeros((0, plan.n_atoms, 3), dtype=np.float32)
-        move = np.sqrt(np.square(ca.astype(np.float64) - beads).sum(-1).mean(-1)) if len(ca) else move
+        move = np.sqrt(np.square(ca.astype(np.float64) - beads).sum(-1).mean(-1))   # [F] Å: refinement + admission
         if not np.isfinite(result).all():
             bad = int(frames[int(np.nonzero(~np.isfinite(result).all(axis=(1, 2)))[0][0]) // self.samples])
             raise LatcpbInputError(f"{plan.source}: frame {bad}: the generator produced non-finite coordinates"

@@ -475,7 +475,8 @@ def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
 
     x0 = torch.as_tensor(ca).to(torch.float64)
     tol = math.radians(ADMIT_TOLERANCE_DEG)
-    bad = inadmissible_excess(x0, lt) > tol                                                 # [F, N]
+    excess0 = inadmissible_excess(x0, lt)                                                   # [F, N] rad
+    bad = excess0 > tol
     need = bad.any(-1)
     if not bool(need.any()):
         return x0, ~need
@@ -488,7 +489,8 @@ def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
         grown[:, :-1] |= window[:, 1:] & topo.step
         window = grown
     start = x0[sel]
-    lo, hi = _step_ranges(_spacing(start), topo, limits, torch.ones_like(topo.step)[None])
+    everywhere = torch.ones(len(sel), topo.step.shape[0], dtype=torch.bool, device=x0.device)  # steps keep class
+    lo, hi = _step_ranges(_spacing(start), topo, limits, everywhere)
     a_lo, a_hi = (math.radians(a) for a in limits.angle)
 
     def excess_and_penalty(x):
@@ -498,7 +500,6 @@ def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
         return inadmissible_excess(x, lt), limit
 
     x = start.clone()
-    everywhere = torch.ones(len(sel), topo.step.shape[0], dtype=torch.bool, device=x.device)   # steps keep class
     active = torch.ones(len(sel), dtype=torch.bool, device=x.device)
     for _ in range(ADMIT_ITERATIONS):
         xg = x.clone().requires_grad_(True)
@@ -512,10 +513,9 @@ def admit_backbone(ca, lt, limits: TraceLimits = DEFAULT_LIMITS):
         x = torch.where(active[:, None, None], x - grad * scale[:, None, None], x)
         x = _solve(x, topo, limits, everywhere, ADMIT_PROJECTION_ITERATIONS)[0]      # back within the CA limits
     with torch.no_grad():
-        excess, limit = excess_and_penalty(x)
-        before, _ = excess_and_penalty(start)
+        excess = inadmissible_excess(x, lt)
     ok = ~_violations(x, topo, limits, everywhere, lo, hi).frames
-    better = ok & (excess.sum(-1) < before.sum(-1))
+    better = ok & (excess.sum(-1) < excess0[sel].sum(-1))
     out = x0.clone()
     out[sel] = torch.where(better[:, None, None], x, start)
     admitted = ~need

@@ -136,8 +136,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
         chi_free = (torch.as_tensor(rc.RESTYPE_CHI_MASK, device=xyz.device)[lt.restype]
                     & ~pro[:, None]).to(xyz.dtype)                                          # [R, 4]
         period = torch.as_tensor(rc.RESTYPE_CHI_PERIODICITY, device=xyz.device)[lt.restype].to(xyz.dtype) * chi_free
-        torsion_weight, rama_weight = (RELIEF_TORSION_WEIGHT, RELIEF_RAMA_WEIGHT) if strain else (0.0, 0.0)
-        period = period if strain else torch.zeros_like(period)
+        period = period if strain else torch.zeros_like(period)                            # no torsion strain
         if pairs.numel() == 0 and bonded.numel() == 0 and not bool((period > 0).any()):
             return xyz
         ca = xyz[:, 1]
@@ -150,7 +149,7 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
 
         units, axes = PeptideUnits(ca, lt), peptide_axes(ca, lt)                            # fixed: CA is
         ring = _proline_ring(lt)
-        rama, rama_class = _rama_tables(xyz.device, xyz.dtype), _rama_classes(lt)
+        rama = (_rama_tables(xyz.device, xyz.dtype), _rama_classes(lt)) if strain else None
 
         def torsions():
             return Torsions.from_angles(pep0 + d_pep, chi0 + d_chi * chi_free, ends0 + d_ends)
@@ -162,8 +161,9 @@ def relieve_built_clashes(xyz, lt, segment, steps=40, lr=0.1, restraint=1.0, mar
                 pairs, limit = _overlap_candidates(flat.detach().reshape(xyz.shape), topology, margin)
             d = torch.linalg.norm(flat[pairs[:, 0]] - flat[pairs[:, 1]], dim=-1)
             angle = RELIEF_ANGLE_WEIGHT * n_ca_c_excess(flat.reshape(xyz.shape), lt).sum() / n_res
-            strained = (torsion_weight * _torsion_strain(chi0 + d_chi, period).sum()
-                        + rama_weight * _rama_strain(flat.reshape(xyz.shape), lt, rama_class, rama).sum()
+            backbone = 0.0 if rama is None else RELIEF_RAMA_WEIGHT * _rama_strain(flat.reshape(xyz.shape), lt, rama[1],
+                                                                                   rama[0]).sum()
+            strained = (RELIEF_TORSION_WEIGHT * _torsion_strain(chi0 + d_chi, period).sum() + backbone
                         + torch.relu(limit - d).sum() + _disulfide_strain(flat, bonded)) / n_res
             loss = strained + angle + restraint * (
                 (1 - torch.cos(d_pep)).mean() + (1 - torch.cos(d_chi * chi_free)).mean()
